@@ -1,0 +1,53 @@
+# AI from Scratch. Two commands on a fresh machine: `make week05` (or any week) and `make test`.
+# Each creates .venv on first use and installs the project (editable) with the pins in
+# requirements/constraints.txt; later calls install nothing.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROFILE ?= auto
+ARGS ?=
+PYTEST_ARGS ?=
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help install test lint data clean-runs
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make weekNN [PROFILE=smoke|cpu|gpu] [ARGS='train.lr=0.05']   run a week end to end, write its log"
+	@echo "make test | make test-weekNN                                   all tests | one week's tests"
+	@echo "make lint                                                      ruff + import rules"
+	@echo "make data                                                      dataset doctor (state, fetch missing)"
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is required, found " + sys.version)'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -c requirements/constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+week%: $(STAMP)
+	@pkg=$$(ls -d week$*_*/ 2>/dev/null | head -1); pkg=$${pkg%/}; \
+	  if [ -z "$$pkg" ]; then echo "no week$* package in this checkout" >&2; exit 2; fi; \
+	  $(PY) -m $$pkg --profile $(PROFILE) $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 -m "not network" $(PYTEST_ARGS)
+
+test-week%: $(STAMP)
+	@pkg=$$(ls -d week$*_*/ 2>/dev/null | head -1); pkg=$${pkg%/}; \
+	  if [ -z "$$pkg" ]; then echo "no week$* package in this checkout" >&2; exit 2; fi; \
+	  $(PY) -m pytest -m "not network" $$pkg/tests $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
+
+data: $(STAMP)
+	$(PY) -m shared.data
+
+clean-runs:
+	rm -rf runs/

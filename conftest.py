@@ -1,0 +1,47 @@
+"""Fixtures shared by every test: hermetic folders, a fake MNIST in a mirror, the gpu marker."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("CI", "1")  # no progress bars in test output
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none visible)")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def aifs_dirs(tmp_path, monkeypatch):
+    """Point the data cache, runs, models and logs at a temporary folder; no mirror, offline."""
+    dirs = {name: tmp_path / name for name in ("data", "runs", "models", "logs", "mirror")}
+    for d in dirs.values():
+        d.mkdir()
+    monkeypatch.setenv("AIFS_DATA_ROOT", str(dirs["data"]))
+    monkeypatch.setenv("AIFS_RUNS_ROOT", str(dirs["runs"]))
+    monkeypatch.setenv("AIFS_MODELS_ROOT", str(dirs["models"]))
+    monkeypatch.setenv("AIFS_LOGS_ROOT", str(dirs["logs"]))
+    monkeypatch.delenv("AIFS_DATA_MIRROR", raising=False)
+    monkeypatch.setenv("AIFS_OFFLINE", "1")
+    return dirs
+
+
+@pytest.fixture
+def fake_mnist(aifs_dirs, monkeypatch):
+    """A registered ``fake_mnist`` dataset (600 train / 200 test) served from a temporary mirror."""
+    from shared.data import registry
+    from shared.testing import write_fake_mnist
+
+    spec = write_fake_mnist(aifs_dirs["mirror"])
+    monkeypatch.setitem(registry.REGISTRY, spec.name, spec)
+    monkeypatch.setenv("AIFS_DATA_MIRROR", str(aifs_dirs["mirror"]))
+    return spec

@@ -1,0 +1,29 @@
+"""AI from Scratch: the stable library every week imports.
+
+Modules (one concept each): ``config`` (typed layered config), ``repro`` (seeds, determinism,
+environment record), ``data`` (registry, verified fetch, samplers, MNIST), ``models``, ``train``
+(Trainer, optimizers, schedules), ``checkpoint``, ``tracking`` (CSV/TensorBoard metrics),
+``report`` (weekly logs), ``results`` (run registry), ``rundir``, ``cli``, ``paths``, ``atomic``.
+
+Submodules are imported on use, so ``import shared`` stays cheap. ``__all__`` is frozen by a
+test: adding or removing a module is a deliberate API change.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "atomic",
+    "checkpoint",
+    "cli",
+    "config",
+    "data",
+    "models",
+    "paths",
+    "repro",
+    "report",
+    "results",
+    "rundir",
+    "testing",
+    "tracking",
+    "train",
+]

@@ -1,0 +1,162 @@
+"""Put a registered dataset's files into the verified cache.
+
+For each file, in order: (1) the cache ``datasets/raw/<relpath>`` if its sha256 matches;
+(2) a copy from the mirror folder named by ``AIFS_DATA_MIRROR``; (3) a download from the source
+URLs (skipped when ``AIFS_OFFLINE=1``). Copies and downloads go to a temporary file that is
+verified before it is renamed into the cache, so the cache never holds a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.data.registry import DatasetSpec, FileSpec, get_spec
+from shared.paths import data_root
+
+MIRROR_ENV = "AIFS_DATA_MIRROR"
+OFFLINE_ENV = "AIFS_OFFLINE"
+
+
+class DatasetError(RuntimeError):
+    """Base class for dataset problems (a corrupt file, or a file that cannot be found)."""
+
+
+class ChecksumError(DatasetError):
+    """A file's sha256 does not match the registry (corrupt, truncated or a different version)."""
+
+
+class DatasetUnavailableError(DatasetError):
+    """A file is not in the cache, not in the mirror, and could not be downloaded."""
+
+
+def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verify(path: Path, spec: FileSpec, origin: str) -> None:
+    got = sha256sum(path)
+    if got != spec.sha256:
+        raise ChecksumError(
+            f"checksum mismatch for {spec.relpath} ({origin}: {path}): expected sha256 {spec.sha256}, "
+            f"got {got} ({path.stat().st_size:,} bytes, expected {spec.size:,}). The file is corrupt, "
+            f"truncated or a different version. Fix: delete {path} and run `make data` again"
+            + (" (and check the mirror copy)" if origin == "mirror" else "")
+            + "."
+        )
+
+
+def _install(src: Path | None, url: str | None, dest: Path, spec: FileSpec, origin: str) -> None:
+    """Copy ``src`` (or download ``url``) to a temp file beside ``dest``, verify, then rename."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if src is not None:
+            shutil.copyfile(src, tmp)
+        else:
+            with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as f:  # noqa: S310
+                shutil.copyfileobj(resp, f, length=1 << 20)
+        _verify(tmp, spec, origin)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class FileState:
+    """Where one file stands: ``verified``, ``missing`` or ``corrupt``, and its cache path."""
+
+    spec: FileSpec
+    path: Path
+    state: str
+    source: str = ""
+
+
+def prepare_file(spec: FileSpec, root: Path | None = None) -> FileState:
+    """Ensure one file is in the cache and verified; return its state (``source`` says from where).
+
+    Raises:
+        ChecksumError: the cached, mirrored or downloaded bytes do not match the registry.
+        DatasetUnavailableError: missing everywhere; the message lists every place looked at.
+    """
+    root = root or data_root()
+    dest = root / spec.relpath
+    if dest.is_file():
+        _verify(dest, spec, "cache")
+        return FileState(spec, dest, "verified", "cache")
+
+    looked = [f"cache: {dest} (missing)"]
+    mirror = os.environ.get(MIRROR_ENV)
+    if mirror:
+        src = Path(mirror).expanduser() / spec.relpath
+        if src.is_file():
+            _install(src, None, dest, spec, "mirror")
+            return FileState(spec, dest, "verified", f"mirror {src}")
+        looked.append(f"mirror: {src} (missing)")
+    else:
+        looked.append(f"mirror: ${MIRROR_ENV} is not set")
+
+    if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
+        looked.append(f"download: skipped because {OFFLINE_ENV}={os.environ[OFFLINE_ENV]}")
+    else:
+        for url in spec.urls:
+            try:
+                _install(None, url, dest, spec, "download")
+                return FileState(spec, dest, "verified", f"download {url}")
+            except ChecksumError:
+                raise
+            except OSError as e:
+                looked.append(f"download: {url} failed ({e})")
+        if not spec.urls:
+            looked.append("download: no source URL registered")
+    raise DatasetUnavailableError(
+        f"dataset file {spec.relpath} is not available. Looked in:\n  - "
+        + "\n  - ".join(looked)
+        + f"\nFix: connect to the internet and run `make data`, or set {MIRROR_ENV} to a folder that "
+        f"holds {spec.relpath}, or copy the file to {dest}."
+    )
+
+
+def prepare(name: str | DatasetSpec, root: Path | None = None) -> Path:
+    """Ensure every file of a dataset is cached and verified; return the cache root.
+
+    Args:
+        name: a registered dataset name (see :data:`shared.data.registry.REGISTRY`) or a spec.
+        root: cache root; defaults to :func:`shared.paths.data_root`.
+
+    Raises:
+        KeyError: unknown dataset name.
+        ChecksumError, DatasetUnavailableError: see :func:`prepare_file`.
+    """
+    spec = get_spec(name) if isinstance(name, str) else name
+    root = root or data_root()
+    for f in spec.files:
+        prepare_file(f, root)
+    return root
+
+
+def inspect(spec: DatasetSpec, root: Path | None = None) -> list[FileState]:
+    """State of each file in the cache, without fetching anything."""
+    root = root or data_root()
+    states = []
+    for f in spec.files:
+        path = root / f.relpath
+        if not path.is_file():
+            states.append(FileState(f, path, "missing"))
+        else:
+            ok = sha256sum(path) == f.sha256
+            states.append(FileState(f, path, "verified" if ok else "corrupt", "cache"))
+    return states

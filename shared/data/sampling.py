@@ -1,0 +1,84 @@
+"""Batch sampling that is deterministic per (seed, epoch), shardable across ranks, and resumable.
+
+Built from torch's own pieces: ``DistributedSampler`` gives the seeded per-epoch permutation and
+the rank's shard (it works without a process group when ``num_replicas``/``rank`` are given),
+``BatchSampler`` groups indices. What this adds is starting an epoch at batch ``k``, so that a
+resumed run sees exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
+
+
+class ResumableBatchSampler(Sampler[list[int]]):
+    """Yields lists of indices (one list per batch) for one rank's shard of an epoch.
+
+    Args:
+        dataset_len: number of samples N.
+        batch_size: samples per batch on this rank (the micro batch).
+        shuffle: a fresh permutation per epoch, a function of ``seed + epoch`` only.
+        seed: permutation seed.
+        rank, world_size: this process's shard (see ``DistributedSampler``).
+        drop_last: drop the last incomplete batch.
+    """
+
+    def __init__(
+        self,
+        dataset_len: int,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.sampler = DistributedSampler(
+            range(dataset_len), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed
+        )
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch's permutation and skip its first ``start_batch`` batches."""
+        self.sampler.set_epoch(epoch)
+        self.start_batch = start_batch
+
+    def _batches(self) -> BatchSampler:
+        return BatchSampler(self.sampler, self.batch_size, self.drop_last)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return itertools.islice(iter(self._batches()), self.start_batch, None)
+
+    def __len__(self) -> int:
+        return max(len(self._batches()) - self.start_batch, 0)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Batches in a whole epoch on this rank (ignoring ``start_batch``)."""
+        return len(self._batches())
+
+
+def batch_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    drop_last: bool = False,
+    num_workers: int = 0,
+) -> DataLoader:
+    """A ``DataLoader`` that fetches whole batches at once (``dataset[list_of_indices]``).
+
+    For in-memory tensor datasets this avoids per-sample indexing and collation, which dominate
+    the step time of small models. ``loader.sampler`` is the :class:`ResumableBatchSampler`.
+    """
+    sampler = ResumableBatchSampler(len(dataset), batch_size, shuffle, seed, rank, world_size, drop_last)
+    return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers)

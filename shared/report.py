@@ -1,0 +1,150 @@
+"""The weekly-log builder: ``docs/weekly-logs/weekNN.md`` plus its plots and CSV tables.
+
+A week's script collects tables (pandas), figures (matplotlib) and checks (measured value +
+PASS/FAIL) into a :class:`WeeklyLog` and writes it in one go; nobody edits a log by hand.
+Layout written::
+
+    <out_dir>/weekNN.md
+    <out_dir>/weekNN/<name>.png | <name>.csv
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from shared.atomic import atomic_path, atomic_write_text
+from shared.config import flatten, to_dict
+from shared.repro import hardware_summary
+
+
+@dataclass
+class Check:
+    """One acceptance check with the value it was judged on."""
+
+    name: str
+    passed: bool
+    measured: str
+    criterion: str
+
+    @property
+    def status(self) -> str:
+        return "PASS" if self.passed else "FAIL"
+
+    def line(self) -> str:
+        """``PASS  name: measured (criterion)`` for the console."""
+        return f"{self.status}  {self.name}: {self.measured} (criterion: {self.criterion})"
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False, floatfmt="g")
+
+
+class WeeklyLog:
+    """Collects one week's report and writes it as Markdown with assets beside it.
+
+    Args:
+        week: e.g. ``"week01"`` (file stem and asset folder name).
+        title: the log's title line.
+        out_dir: ``docs/weekly-logs`` for real runs, the run directory for smoke runs.
+    """
+
+    def __init__(self, week: str, title: str, out_dir: str | Path) -> None:
+        self.week, self.title = week, title
+        self.out_dir = Path(out_dir)
+        self.md_path = self.out_dir / f"{week}.md"
+        self.asset_dir = self.out_dir / week
+        self.head: list[str] = []
+        self.body: list[str] = []
+        self.checks: list[Check] = []
+        if self.asset_dir.exists():  # stale plots of an earlier run must not linger beside new text
+            shutil.rmtree(self.asset_dir)
+        self.asset_dir.mkdir(parents=True)
+
+    def header(self, env: dict[str, Any], profile: str, command: str, facts: dict[str, Any] | None = None) -> None:
+        """Environment and run facts at the top of the log."""
+        gpus = ", ".join(f"{g['name']} ({g['memory_gib']} GiB)" for g in env.get("gpus", [])) or "none"
+        rows = {
+            "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "command": f"`{command}`",
+            "profile": f"**{profile}**",
+            "hardware": hardware_summary(env),
+            "GPUs": gpus,
+            "CPU cores (torch threads)": f"{env.get('cpu_count')} ({env.get('torch_threads')})",
+            "OS": env.get("os"),
+            "Python / torch": f"{env.get('python')} / {env.get('torch')}",
+            "CUDA / cuDNN / driver": f"{env.get('cuda')} / {env.get('cudnn')} / {env.get('driver')}",
+            "git commit": f"{(env.get('git_commit') or 'unknown')[:12]}{' (dirty)' if env.get('git_dirty') else ''}",
+            **(facts or {}),
+        }
+        self.head.append(_md_table(pd.DataFrame({"": list(rows), "value": [str(v) for v in rows.values()]})))
+
+    def text(self, markdown: str) -> None:
+        """A paragraph of Markdown."""
+        self.body.append(markdown.strip())
+
+    def section(self, title: str, intro: str = "") -> None:
+        """A ``##`` heading, optionally followed by a paragraph."""
+        self.body.append(f"## {title}")
+        if intro:
+            self.text(intro)
+
+    def table(self, df: pd.DataFrame, name: str, caption: str = "") -> Path:
+        """A Markdown table, also saved as ``<name>.csv`` beside the log; returns the CSV path."""
+        csv_path = self.asset_dir / f"{name}.csv"
+        with atomic_path(csv_path) as tmp:
+            df.to_csv(tmp, index=False)
+        cap = f"{caption} " if caption else ""
+        self.body.append(f"{_md_table(df)}\n\n{cap}([CSV]({self.week}/{name}.csv))")
+        return csv_path
+
+    def config(self, cfg: Any, name: str = "config") -> None:
+        """The resolved config as a key/value table."""
+        flat = flatten(to_dict(cfg))
+        self.table(pd.DataFrame({"key": list(flat), "value": [str(v) for v in flat.values()]}), name)
+
+    def plot(self, fig: Any, name: str, caption: str) -> Path:
+        """Save a matplotlib figure as ``<name>.png`` and embed it; closes the figure."""
+        import matplotlib.pyplot as plt
+
+        png = self.asset_dir / f"{name}.png"
+        with atomic_path(png) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        self.body.append(f"![{caption}]({self.week}/{name}.png)\n\n*{caption}*")
+        return png
+
+    def check(self, name: str, passed: bool, measured: str, criterion: str) -> Check:
+        """Record a check; it appears in the log's Checks table and on the console."""
+        c = Check(name, bool(passed), measured, criterion)
+        self.checks.append(c)
+        return c
+
+    @property
+    def all_passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    def render(self) -> str:
+        """The whole log as Markdown."""
+        checks = pd.DataFrame(
+            [{"check": c.name, "measured": c.measured, "criterion": c.criterion, "result": c.status} for c in self.checks]
+        )
+        n_pass = sum(c.passed for c in self.checks)
+        parts = [
+            f"# {self.title}",
+            "_Generated by the week's script from its own runs; do not edit by hand._",
+            *self.head,
+            f"## Checks: {n_pass}/{len(self.checks)} PASS",
+            _md_table(checks) if self.checks else "(no checks)",
+            *self.body,
+        ]
+        return "\n\n".join(parts) + "\n"
+
+    def write(self) -> Path:
+        """Atomically write the Markdown file; returns its path."""
+        return atomic_write_text(self.md_path, self.render())

@@ -1,0 +1,61 @@
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from shared.report import WeeklyLog  # noqa: E402
+from shared.repro import environment  # noqa: E402
+from shared.results import append_run, read_runs  # noqa: E402
+from shared.tracking import MetricLogger, format_step  # noqa: E402
+
+
+def test_weekly_log_writes_markdown_with_checks_tables_and_plots(tmp_path):
+    log = WeeklyLog("week99", "Week 99", tmp_path)
+    log.header(environment(), "smoke", "python -m week99", {"wall clock (s)": "1.0"})
+    log.section("Numbers")
+    log.table(pd.DataFrame({"a": [1, 2], "b": [0.5, 0.25]}), "numbers")
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    log.plot(fig, "curve", "a curve")
+    log.check("good", True, "1.0", "> 0")
+    log.check("bad", False, "-1.0", "> 0")
+    text = log.write().read_text()
+    assert "## Checks: 1/2 PASS" in text
+    assert "PASS" in text.split("good")[1][:80]
+    assert "FAIL" in text.split("bad")[1][:80]
+    assert "![a curve](week99/curve.png)" in text
+    assert (tmp_path / "week99" / "curve.png").stat().st_size > 1000
+    assert pd.read_csv(tmp_path / "week99" / "numbers.csv").b.tolist() == [0.5, 0.25]
+    assert not log.all_passed
+
+
+def test_metric_logger_resume_drops_rows_after_the_checkpoint(tmp_path):
+    lg = MetricLogger(tmp_path, "run", 3, tensorboard=False)
+    for step in range(1, 6):
+        lg.log("train", step, 0, loss=1.0 / step)
+    lg.log("val", 5, 1, acc=0.5)  # a new column appears later
+    lg.flush()
+    df = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(df.columns) == ["run_id", "seed", "phase", "step", "epoch", "loss", "acc"]
+    assert len(df) == 6
+    assert (df.seed == 3).all()
+    again = MetricLogger(tmp_path, "run", 3, tensorboard=False)
+    again.resume(step=3)
+    again.flush()
+    assert pd.read_csv(tmp_path / "metrics.csv").step.tolist() == [1, 2, 3]
+
+
+def test_format_step_is_the_fixed_line():
+    assert format_step(10, {"loss": 0.5, "lr": 0.1}) == "step 10 | loss 0.5000 | lr 1.00e-01"
+
+
+def test_results_registry_appends_one_line_per_run(tmp_path):
+    path = tmp_path / "registry.jsonl"
+    append_run({"run_id": "a", "week": "week01"}, path)
+    append_run({"run_id": "b", "week": "week02"}, path)
+    assert [r["run_id"] for r in read_runs(path)] == ["a", "b"]
+    assert read_runs(path, week="week02") == [{"run_id": "b", "week": "week02"}]
+    assert all(json.loads(line) for line in path.read_text().splitlines())

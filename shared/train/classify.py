@@ -1,0 +1,88 @@
+"""One supervised classification run, end to end: run dir -> model -> Trainer -> registry.
+
+Weeks call :func:`fit_classifier` once per configuration (a seed, an ablation point) and get
+back everything a report needs: the metrics CSV, best/last checkpoints, the registry record.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from shared.config import to_dict
+from shared.data.sampling import batch_loader
+from shared.models import ModelConfig, build_model
+from shared.repro import seed_everything, set_deterministic
+from shared.rundir import Run, finish_run
+from shared.tracking import MetricLogger
+from shared.train.config import TrainConfig
+from shared.train.optim import build_optimizer, build_scheduler
+from shared.train.trainer import Trainer, TrainResult, resolve_device
+
+
+@dataclass
+class ClassifierRun:
+    """The outcome of :func:`fit_classifier`."""
+
+    run: Run
+    model: nn.Module  # in its final (last-step) state, on ``device``
+    result: TrainResult
+    record: dict[str, Any]  # the registry record (also ``run.dir/result.json``)
+    device: torch.device
+
+    def metrics(self) -> pd.DataFrame:
+        """The run's ``metrics.csv`` as a DataFrame (numeric columns parsed)."""
+        return pd.read_csv(self.run.dir / "metrics.csv")
+
+
+def to_device(ds: TensorDataset, device: torch.device) -> TensorDataset:
+    """The same tensors on ``device`` (MNIST-sized data lives on the GPU, no host copies per step)."""
+    return TensorDataset(*(t.to(device) for t in ds.tensors))
+
+
+def fit_classifier(
+    run: Run,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    train_set: TensorDataset,
+    val_set: TensorDataset,
+    batch_size: int,
+    eval_batch_size: int,
+) -> ClassifierRun:
+    """Seed, build, train (resuming if the run dir has a checkpoint) and register one run.
+
+    A run whose ``result.json`` exists and whose checkpoint is complete is not trained again and
+    not registered twice: its record is read back.
+    """
+    seed_everything(train_cfg.seed)
+    set_deterministic(train_cfg.deterministic)
+    device = resolve_device(train_cfg.device)
+    model = build_model(model_cfg).to(device)
+    train_loader = batch_loader(train_set, batch_size, shuffle=True, seed=train_cfg.seed)
+    val_loader = batch_loader(val_set, eval_batch_size, shuffle=False)
+    optimizer = build_optimizer(model, train_cfg)
+    total_steps = train_cfg.epochs * train_loader.sampler.batches_per_epoch
+    scheduler = build_scheduler(optimizer, train_cfg, total_steps)
+    logger = MetricLogger(run.dir, run.run_id, train_cfg.seed)
+    trainer = Trainer(
+        model, optimizer, train_loader, val_loader, train_cfg, run.dir, logger, scheduler,
+        meta={"run_id": run.run_id, "config": to_dict(run.cfg)},
+    )
+    result = trainer.fit()
+    logger.close()
+    result_file = Path(run.dir) / "result.json"
+    metrics = {"best_val": result.best, "last_val": result.last_val, "steps": result.step, "epochs": result.epoch}
+    if result.interrupted:
+        record = {"run_id": run.run_id, "interrupted": True, "metrics": metrics}
+    elif result_file.is_file() and json.loads(result_file.read_text())["metrics"]["steps"] == result.step:
+        record = json.loads(result_file.read_text())
+    else:
+        record = finish_run(run, train_cfg.seed, metrics, result.train_time_s)
+    return ClassifierRun(run, model, result, record, device)

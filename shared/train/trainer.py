@@ -1,0 +1,238 @@
+"""A small, readable supervised Trainer: train/eval phases, metrics, best and last checkpoints, resume.
+
+The loop is written out on purpose (it is what the curriculum teaches). Exact resume works because
+every source of randomness is either restored from the checkpoint (RNG states) or a pure function
+of ``(seed, epoch)`` (the batch order, see :class:`shared.data.sampling.ResumableBatchSampler`),
+and the epoch is restarted at the batch where the checkpoint was taken.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from shared.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from shared.data.sampling import ResumableBatchSampler
+from shared.repro import rng_state, set_rng_state
+from shared.tracking import MetricLogger, console, format_step, progress_enabled
+from shared.train.config import TrainConfig
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or inf."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> ``cuda`` when available, else ``cpu``; anything else as given.
+
+    Raises:
+        RuntimeError: a CUDA device was asked for but CUDA is not available.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={name} but CUDA is not available; use train.device=cpu or auto")
+    return device
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
+    """Mean cross-entropy (nats) and accuracy over a loader of ``(x, y)`` batches.
+
+    Returns:
+        ``{"loss": float, "acc": float in [0, 1], "n": int}``.
+    """
+    was_training = model.training
+    model.eval()
+    total_loss, correct, n = 0.0, 0, 0
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits = model(x)  # (B, num_classes)
+        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(dim=1) == y).sum().item()
+        n += y.numel()
+    model.train(was_training)
+    return {"loss": total_loss / n, "acc": correct / n, "n": n}
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns."""
+
+    step: int
+    epoch: int
+    interrupted: bool
+    best: dict[str, float]
+    last_val: dict[str, float]
+    train_time_s: float
+    checkpoints: dict[str, Path] = field(default_factory=dict)
+
+
+class Trainer:
+    """Trains ``model`` on ``train_loader`` and evaluates on ``val_loader`` after every epoch.
+
+    Args:
+        model: maps ``x`` to logits (B, num_classes).
+        optimizer, scheduler: the scheduler (optional) is stepped once per optimizer step.
+        train_loader: a loader whose ``sampler`` is a :class:`ResumableBatchSampler`
+            (see :func:`shared.data.sampling.batch_loader`).
+        val_loader: evaluation batches.
+        cfg: loop settings.
+        run_dir: checkpoints go to ``run_dir/checkpoints/{last,best}.pt``.
+        logger: metric sink.
+        loss_fn: ``loss_fn(logits, y) -> scalar``; cross-entropy by default.
+        meta: JSON-serialisable run description stored with every checkpoint (e.g. the config).
+
+    Raises:
+        TypeError: ``train_loader.sampler`` cannot resume mid-epoch.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        train_loader: DataLoader,
+        val_loader: DataLoader,
+        cfg: TrainConfig,
+        run_dir: str | Path,
+        logger: MetricLogger,
+        scheduler: Any | None = None,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(train_loader.sampler, ResumableBatchSampler):
+            raise TypeError("train_loader must come from shared.data.sampling.batch_loader (a ResumableBatchSampler)")
+        if cfg.best_mode not in ("max", "min"):
+            raise ValueError(f"train.best_mode must be 'max' or 'min', got '{cfg.best_mode}'")
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.cfg, self.logger, self.loss_fn, self.meta = cfg, logger, loss_fn, meta or {}
+        self.device = next(model.parameters()).device
+        self.ckpt_dir = Path(run_dir) / "checkpoints"
+        self.progress: dict[str, Any] = {
+            "step": 0, "epoch": 0, "batch": 0, "best": None, "last_val": {}, "train_time_s": 0.0,
+        }
+
+    @property
+    def last_path(self) -> Path:
+        return self.ckpt_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.ckpt_dir / "best.pt"
+
+    def _save(self, path: Path, extra_meta: dict[str, Any] | None = None) -> None:
+        save_checkpoint(
+            path, self.model, self.optimizer, self.scheduler,
+            progress=dict(self.progress), rng=rng_state(), meta={**self.meta, **(extra_meta or {})},
+        )
+        self.logger.flush()
+
+    def _try_resume(self) -> None:
+        if not (self.cfg.resume and self.last_path.is_file()):
+            self.logger.resume(step=-1)
+            return
+        state = load_checkpoint(self.last_path, map_location=self.device)
+        load_model_state(self.model, state, source=str(self.last_path))
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        self.progress.update(state["progress"])
+        self.logger.resume(step=self.progress["step"])
+        p = self.progress
+        console(f"resumed from {self.last_path} at step {p['step']} (epoch {p['epoch']}, batch {p['batch']})")
+
+    def _is_better(self, value: float) -> bool:
+        best = self.progress["best"]
+        if best is None:
+            return True
+        return value > best[self.cfg.best_metric] if self.cfg.best_mode == "max" else value < best[self.cfg.best_metric]
+
+    def fit(self) -> TrainResult:
+        """Run (or resume) training to ``cfg.epochs`` or ``cfg.max_steps``; see :class:`TrainResult`.
+
+        Raises:
+            NonFiniteLossError: the loss is NaN/inf (the message says where and what to try).
+        """
+        from tqdm import tqdm
+
+        self._try_resume()
+        cfg, p, sampler = self.cfg, self.progress, self.train_loader.sampler
+        self.model.train()
+        interrupted = False
+        try:
+            while p["epoch"] < cfg.epochs and not interrupted:
+                epoch = p["epoch"]
+                sampler.set_epoch(epoch, start_batch=p["batch"])
+                bar = tqdm(
+                    self.train_loader, total=sampler.batches_per_epoch, initial=p["batch"],
+                    desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                    disable=not (cfg.progress and progress_enabled()),
+                )
+                t_epoch = t_log = time.perf_counter()
+                seen = 0
+                for x, y in bar:
+                    if cfg.max_steps and p["step"] >= cfg.max_steps:
+                        interrupted = True
+                        break
+                    x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                    logits = self.model(x)  # (B, num_classes)
+                    loss = self.loss_fn(logits, y)
+                    if not torch.isfinite(loss):
+                        raise NonFiniteLossError(
+                            f"training loss is {loss.item()} at step {p['step']} (epoch {epoch}, "
+                            f"lr {self.optimizer.param_groups[0]['lr']:.3g}). Lower the learning rate, "
+                            "add warm-up or gradient clipping, or check the inputs for NaN."
+                        )
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    self.optimizer.step()
+                    if self.scheduler is not None:
+                        self.scheduler.step()
+                    p["step"] += 1
+                    p["batch"] += 1
+                    seen += y.numel()
+                    if p["step"] % cfg.log_every == 0:
+                        now = time.perf_counter()
+                        row = {
+                            "loss": loss.item(),
+                            "lr": self.optimizer.param_groups[0]["lr"],
+                            "samples_per_sec": seen / max(now - t_log, 1e-9),
+                        }
+                        self.logger.log("train", p["step"], epoch, **row)
+                        bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{row['samples_per_sec']:,.0f}")
+                        t_log, seen = now, 0
+                    if cfg.ckpt_every and p["step"] % cfg.ckpt_every == 0:
+                        self._save(self.last_path)
+                bar.close()
+                p["train_time_s"] += time.perf_counter() - t_epoch
+                if interrupted:
+                    break
+                val = evaluate(self.model, self.val_loader, self.device)
+                p["epoch"], p["batch"], p["last_val"] = epoch + 1, 0, val
+                self.logger.log("val", p["step"], epoch + 1, loss=val["loss"], acc=val["acc"])
+                console(format_step(p["step"], {"epoch": epoch + 1, "val_loss": val["loss"], "val_acc": val["acc"]}))
+                if self._is_better(val[cfg.best_metric]):
+                    p["best"] = {**val, "step": p["step"], "epoch": epoch + 1}
+                    self._save(self.best_path, {"val": val})
+                self._save(self.last_path)
+        except KeyboardInterrupt:
+            self._save(self.last_path)
+            console(f"interrupted: saved {self.last_path}; run the same command again to resume")
+            raise
+        self._save(self.last_path)
+        return TrainResult(
+            step=p["step"], epoch=p["epoch"], interrupted=interrupted, best=p["best"] or {},
+            last_val=p["last_val"], train_time_s=p["train_time_s"],
+            checkpoints={"last": self.last_path, "best": self.best_path},
+        )

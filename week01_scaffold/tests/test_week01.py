@@ -1,0 +1,46 @@
+import pytest
+
+from shared.cli import PROFILES
+from shared.config import ConfigError
+from week01_scaffold import config
+from week01_scaffold.__main__ import main
+from week01_scaffold.report import classify_lrs
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_loads(profile):
+    cfg = config.load(profile)
+    assert cfg.model.name == "softmax_regression"
+    assert cfg.data.dataset == "mnist"
+    assert len(cfg.experiment.seeds) == 3
+    assert {0.1, 0.01, 0.001} <= set(cfg.experiment.lr_grid)
+
+
+def test_cli_overrides_reach_the_config_and_bad_keys_are_named():
+    assert config.load("smoke", ["train.lr=0.05"]).train.lr == 0.05
+    with pytest.raises(ConfigError, match="train.lrate"):
+        config.load("smoke", ["train.lrate=0.05"])
+
+
+def test_lr_verdicts_are_relative_to_the_best():
+    assert classify_lrs({1.0: 0.90, 0.1: 0.92, 0.01: 0.89}) == {1.0: "overshoot", 0.1: "best", 0.01: "undershoot"}
+
+
+def test_week_runs_end_to_end_on_fake_mnist_and_writes_its_log(fake_mnist, aifs_dirs):
+    args = ["--profile", "smoke", "data.dataset=fake_mnist", "data.val_size=100", "data.train_subset=0",
+            "data.batch_size=32", "train.device=cpu", "train.epochs=2", "experiment.lr_grid=[0.1,0.0001]",
+            "experiment.min_val_acc=0.5", "experiment.max_seed_std=0.1"]
+    assert main(args) == 0
+    log = aifs_dirs["runs"] / "week01" / "smoke" / "log" / "week01.md"
+    text = log.read_text()
+    assert "## Checks: 7/7 PASS" in text
+    assert "FAIL" not in text
+    for asset in ("baseline_curves.png", "lr_ablation.png", "seeds.csv", "lr_ablation.csv", "data_summary.csv"):
+        assert (log.parent / "week01" / asset).is_file(), asset
+    assert not (aifs_dirs["logs"] / "week01.md").exists()  # smoke never writes docs/weekly-logs
+    registry = (aifs_dirs["runs"] / "registry.jsonl").read_text().splitlines()
+    assert len(registry) == 5  # 3 seeds + 2 learning rates
+
+    # Running the same command again reuses the finished runs: nothing new is registered.
+    assert main(args) == 0
+    assert len((aifs_dirs["runs"] / "registry.jsonl").read_text().splitlines()) == 5
