@@ -100,7 +100,8 @@ def environment() -> dict[str, Any]:
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
             gpus.append({"name": p.name, "memory_gib": round(p.total_memory / 2**30, 1)})
-    status = _git("status", "--porcelain")
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain") if commit else None
     return {
         "os": platform.platform(),
         "python": sys.version.split()[0],
@@ -112,7 +113,7 @@ def environment() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         # A copy without .git (e.g. a tree shipped to a GPU box) can name its commit via AIFS_GIT_COMMIT.
-        "git_commit": _git("rev-parse", "HEAD") or os.environ.get("AIFS_GIT_COMMIT"),
+        "git_commit": commit or os.environ.get("AIFS_GIT_COMMIT"),
         "git_dirty": bool(status) if status is not None else None,
         "hostname": platform.node(),
     }
