@@ -1,6 +1,7 @@
 import random
 
 import numpy as np
+import pytest
 import torch
 
 from shared.repro import environment, rng_state, seed_everything, set_rng_state
@@ -35,3 +36,12 @@ def test_environment_record_has_the_fields_the_log_header_needs():
     for key in ("os", "python", "torch", "cuda", "cudnn", "driver", "gpus", "cpu_count", "git_commit", "git_dirty"):
         assert key in env
     assert env["torch"] == torch.__version__
+
+
+@pytest.mark.gpu
+def test_rng_state_restores_from_tensors_loaded_onto_the_gpu(tmp_path):
+    seed_everything(3)
+    torch.save(rng_state(), tmp_path / "rng.pt")
+    expected = _draw()
+    set_rng_state(torch.load(tmp_path / "rng.pt", map_location="cuda", weights_only=True))
+    assert _draw() == expected

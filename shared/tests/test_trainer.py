@@ -53,8 +53,9 @@ def test_training_learns_and_changes_every_parameter(tmp_path):
         assert not torch.equal(v, init[k]), k
 
 
-def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
-    cfg = TrainConfig(epochs=3, lr=0.1, momentum=0.9, schedule="cosine", device="cpu")
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, device):
+    cfg = TrainConfig(epochs=3, lr=0.1, momentum=0.9, schedule="cosine", device=device)
     full, m_full = _run("full", cfg, tmp_path / "a")
     # k = 11 steps stops mid-epoch (8 batches per epoch): the resume must restart at batch 3 of epoch 1.
     part_cfg = TrainConfig(**{**cfg.__dict__, "max_steps": 11})

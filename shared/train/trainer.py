@@ -141,7 +141,9 @@ class Trainer:
         if not (self.cfg.resume and self.last_path.is_file()):
             self.logger.resume(step=-1)
             return
-        state = load_checkpoint(self.last_path, map_location=self.device)
+        # Load on the CPU: load_state_dict copies weights and optimizer state onto the parameters' device,
+        # and the RNG states must be CPU tensors anyway.
+        state = load_checkpoint(self.last_path, map_location="cpu")
         load_model_state(self.model, state, source=str(self.last_path))
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:

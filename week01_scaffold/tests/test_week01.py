@@ -23,7 +23,13 @@ def test_cli_overrides_reach_the_config_and_bad_keys_are_named():
 
 
 def test_lr_verdicts_are_relative_to_the_best():
-    assert classify_lrs({1.0: 0.90, 0.1: 0.92, 0.01: 0.89}) == {1.0: "overshoot", 0.1: "best", 0.01: "undershoot"}
+    def v(acc, loss):
+        return {"acc": acc, "loss": loss}
+
+    got = classify_lrs({1.0: v(0.90, 0.4), 0.1: v(0.92, 0.3), 0.01: v(0.89, 0.5)})
+    assert got == {1.0: "overshoot", 0.1: "best", 0.01: "undershoot"}
+    tie = classify_lrs({1.0: v(0.92, 0.41), 0.1: v(0.92, 0.30)})  # equal accuracy: the lower loss wins
+    assert tie == {1.0: "overshoot", 0.1: "best"}
 
 
 def test_week_runs_end_to_end_on_fake_mnist_and_writes_its_log(fake_mnist, aifs_dirs):
