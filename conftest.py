@@ -20,6 +20,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _hermetic_outputs(tmp_path_factory, monkeypatch):
+    """No test writes into the checkout's runs/, models/ or docs/weekly-logs/ (the data cache stays shared)."""
+    out = tmp_path_factory.mktemp("outputs")
+    for var in ("AIFS_RUNS_ROOT", "AIFS_MODELS_ROOT", "AIFS_LOGS_ROOT"):
+        monkeypatch.setenv(var, str(out / var.lower()))
+
+
 @pytest.fixture
 def aifs_dirs(tmp_path, monkeypatch):
     """Point the data cache, runs, models and logs at a temporary folder; no mirror, offline."""
