@@ -29,18 +29,20 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 
 install: $(STAMP)
 
+# week01 -> week01_scaffold (the package whose name starts with week<NN>_); empty when there is none.
+week_pkg = $(patsubst %/,%,$(firstword $(wildcard week$(1)_*/)))
+need_week = $(if $(call week_pkg,$(1)),,$(error no week$(1) package in this checkout))
+
 week%: $(STAMP)
-	@pkg=$$(ls -d week$*_*/ 2>/dev/null | head -1); pkg=$${pkg%/}; \
-	  if [ -z "$$pkg" ]; then echo "no week$* package in this checkout" >&2; exit 2; fi; \
-	  $(PY) -m $$pkg --profile $(PROFILE) $(ARGS)
+	$(call need_week,$*)
+	$(PY) -m $(call week_pkg,$*) --profile $(PROFILE) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -m "not network" $(PYTEST_ARGS)
 
 test-week%: $(STAMP)
-	@pkg=$$(ls -d week$*_*/ 2>/dev/null | head -1); pkg=$${pkg%/}; \
-	  if [ -z "$$pkg" ]; then echo "no week$* package in this checkout" >&2; exit 2; fi; \
-	  $(PY) -m pytest -m "not network" $$pkg/tests $(PYTEST_ARGS)
+	$(call need_week,$*)
+	$(PY) -m pytest -m "not network" $(call week_pkg,$*)/tests $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

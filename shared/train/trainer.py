@@ -186,6 +186,7 @@ class Trainer:
                 for x, y in bar:
                     if cfg.max_steps and p["step"] >= cfg.max_steps:
                         interrupted = True
+                        self._save(self.last_path)
                         break
                     x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
                     logits = self.model(x)  # (B, num_classes)
@@ -232,7 +233,6 @@ class Trainer:
             self._save(self.last_path)
             console(f"interrupted: saved {self.last_path}; run the same command again to resume")
             raise
-        self._save(self.last_path)
         return TrainResult(
             step=p["step"], epoch=p["epoch"], interrupted=interrupted, best=p["best"] or {},
             last_val=p["last_val"], train_time_s=p["train_time_s"],
