@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-import torch
-
 from shared.checkpoint import load_checkpoint, load_model_state
 from shared.data.mnist import MNISTSplits
 from shared.data.sampling import batch_loader
@@ -69,8 +67,7 @@ def reload_best(run: ClassifierRun, cfg: Week01Config, splits: MNISTSplits) -> R
     model = build_model(cfg.model).to(run.device)
     load_model_state(model, state, source=str(run.result.checkpoints["best"]))
     eb = cfg.data.eval_batch_size
-    with torch.no_grad():
-        val = evaluate(model, batch_loader(splits.val, eb, shuffle=False), run.device)
-        test = evaluate(model, batch_loader(splits.test, eb, shuffle=False), run.device)
+    val = evaluate(model, batch_loader(splits.val, eb, shuffle=False), run.device)
+    test = evaluate(model, batch_loader(splits.test, eb, shuffle=False), run.device)
     recorded = state["meta"]["val"]
     return ReloadResult(recorded, val, test, int(state["progress"]["step"]))

@@ -43,9 +43,14 @@ def lr_rank_key(val: dict[str, float]) -> tuple[float, float]:
     return (val["acc"], -val["loss"])
 
 
+def rank_lrs(final_val: dict[float, dict[str, float]]) -> list[float]:
+    """Learning rates from best to worst by :func:`lr_rank_key`."""
+    return sorted(final_val, key=lambda lr: lr_rank_key(final_val[lr]), reverse=True)
+
+
 def classify_lrs(final_val: dict[float, dict[str, float]]) -> dict[float, str]:
     """Best lr by :func:`lr_rank_key`; every other lr is under- (smaller) or over-shooting (larger than the best)."""
-    best = max(final_val, key=lambda lr: lr_rank_key(final_val[lr]))
+    best = rank_lrs(final_val)[0]
     return {lr: "best" if lr == best else ("undershoot" if lr < best else "overshoot") for lr in final_val}
 
 
@@ -145,7 +150,8 @@ def build_log(
     final_val = {lr: r.record["metrics"]["last_val"] for lr, r in lr_runs.items()}
     final = {lr: v["acc"] for lr, v in final_val.items()}
     verdict = classify_lrs(final_val)
-    best_lr = next(lr for lr, v in verdict.items() if v == "best")
+    ranked = rank_lrs(final_val)
+    best_lr = ranked[0]
     rows = []
     for lr, r in sorted(lr_runs.items(), reverse=True):
         f, la = loss_trend(r, window=20)
@@ -156,8 +162,8 @@ def build_log(
     lr_df = pd.DataFrame(rows)
     under = [f"{lr:g}" for lr, v in verdict.items() if v == "undershoot"]
     over = [f"{lr:g}" for lr, v in verdict.items() if v == "overshoot"]
-    runner_up_lr = max((lr for lr in final if lr != best_lr), key=lambda lr: lr_rank_key(final_val[lr]))
-    runner_up = final[runner_up_lr]
+    runner_up_lr = ranked[1] if len(ranked) > 1 else None  # a one-point grid has no runner-up, and fails the check
+    runner_up = final[runner_up_lr] if runner_up_lr is not None else float("nan")
     log.section("5. Learning-rate ablation",
                 f"Seed {exp.seeds[0]}, {exp.ablation_epochs} epoch(s) per point, everything else as the baseline. "
                 f"**Best lr = {best_lr:g}** (val acc {_pct(final[best_lr])}, {100 * (final[best_lr] - runner_up):.2f} pp "
@@ -166,10 +172,11 @@ def build_log(
                 f"{', '.join(over) or 'none in the grid'}.")
     log.plot(plot_lr(lr_runs), "lr_ablation", "LR ablation: train loss per step (EMA), all learning rates in one figure")
     log.table(lr_df, "lr_ablation")
+    best_desc = f"best lr {best_lr:g}: val acc {_pct(final[best_lr])}, loss {final_val[best_lr]['loss']:.4f}"
     log.check("LR ablation identifies the best lr",
-              lr_rank_key(final_val[best_lr]) > lr_rank_key(final_val[runner_up_lr]),
-              f"best lr {best_lr:g}: val acc {_pct(final[best_lr])}, loss {final_val[best_lr]['loss']:.4f}; runner-up "
-              f"lr {runner_up_lr:g}: {_pct(runner_up)}, loss {final_val[runner_up_lr]['loss']:.4f}",
+              runner_up_lr is not None and lr_rank_key(final_val[best_lr]) > lr_rank_key(final_val[runner_up_lr]),
+              best_desc + (f"; runner-up lr {runner_up_lr:g}: {_pct(runner_up)}, loss {final_val[runner_up_lr]['loss']:.4f}"
+                           if runner_up_lr is not None else "; no runner-up (one learning rate in the grid)"),
               "a unique best: highest val acc, a tie broken by lower val loss")
 
     log.section("Timings (wall clock, seconds)",

@@ -78,11 +78,12 @@ def fit_classifier(
     result = trainer.fit()
     logger.close()
     result_file = Path(run.dir) / "result.json"
+    previous = json.loads(result_file.read_text()) if result_file.is_file() else None
     metrics = {"best_val": result.best, "last_val": result.last_val, "steps": result.step, "epochs": result.epoch}
     if result.interrupted:
         record = {"run_id": run.run_id, "interrupted": True, "metrics": metrics}
-    elif result_file.is_file() and json.loads(result_file.read_text())["metrics"]["steps"] == result.step:
-        record = json.loads(result_file.read_text())
+    elif previous is not None and previous["metrics"]["steps"] == result.step:
+        record = previous  # a finished run, reused: registered once, when it finished
     else:
         record = finish_run(run, train_cfg.seed, metrics, result.train_time_s)
     return ClassifierRun(run, model, result, record, device)
