@@ -17,6 +17,7 @@ export PYTHONUNBUFFERED := 1
 
 help:
 	@echo "make weekNN [PROFILE=smoke|cpu|gpu] [ARGS='train.lr=0.05']   run a week end to end, write its log"
+	@echo "make week02 [NPROC=4]                                          multi-process weeks run under torchrun"
 	@echo "make test | make test-weekNN                                   all tests | one week's tests"
 	@echo "make lint                                                      ruff + import rules"
 	@echo "make data                                                      dataset doctor (state, fetch missing)"
@@ -36,6 +37,14 @@ need_week = $(if $(call week_pkg,$(1)),,$(error no week$(1) package in this chec
 week%: $(STAMP)
 	$(call need_week,$*)
 	$(PY) -m $(call week_pkg,$*) --profile $(PROFILE) $(ARGS)
+
+# Multi-process weeks go through torchrun: NPROC processes (default: one per GPU, or 2 on a CPU).
+NPROC ?=
+nproc = $${NPROC:-$$($(PY) -c 'import torch; print(torch.cuda.device_count() or 2)')}
+
+week02: $(STAMP)
+	$(call need_week,02)
+	$(VENV)/bin/torchrun --standalone --nproc-per-node=$(nproc) -m $(call week_pkg,02) --profile $(PROFILE) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -m "not network" $(PYTEST_ARGS)

@@ -3,7 +3,9 @@
 Modules (one concept each): ``config`` (typed layered config), ``repro`` (seeds, determinism,
 environment record), ``data`` (registry, verified fetch, samplers, MNIST), ``models``, ``train``
 (Trainer, optimizers, schedules), ``checkpoint``, ``tracking`` (CSV/TensorBoard metrics),
-``report`` (weekly logs), ``results`` (run registry), ``rundir``, ``cli``, ``paths``, ``atomic``.
+``report`` (weekly logs), ``results`` (run registry), ``rundir``, ``cli``, ``paths``, ``atomic``,
+``dist`` (torchrun/DDP set-up, failure reporting), ``amp`` (autocast, GradScaler), ``profiling``
+(step timers, peak memory, torch.profiler).
 
 Submodules are imported on use, so ``import shared`` stays cheap. ``__all__`` is frozen by a
 test: adding or removing a module is a deliberate API change.
@@ -12,13 +14,16 @@ test: adding or removing a module is a deliberate API change.
 __version__ = "0.1.0"
 
 __all__ = [
+    "amp",
     "atomic",
     "checkpoint",
     "cli",
     "config",
     "data",
+    "dist",
     "models",
     "paths",
+    "profiling",
     "repro",
     "report",
     "results",

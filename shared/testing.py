@@ -1,4 +1,5 @@
-"""Tiny, offline stand-ins used by tests and debug runs: a fake MNIST with real IDX files.
+"""Tiny, offline stand-ins used by tests and debug runs: a fake MNIST with real IDX files, and
+a launcher that runs a function on N local ranks the way ``torchrun`` would.
 
 The fake dataset goes through exactly the same code as the real one (registry spec with
 checksums, verified fetch, gzip'd IDX parsed by torchvision), only smaller and learnable in a
@@ -9,7 +10,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import struct
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -50,3 +54,45 @@ def write_fake_mnist(mirror: Path, n_train: int = 600, n_test: int = 200, seed: 
             (raw / name).write_bytes(data)
             files.append(FileSpec(f"fake_mnist/MNIST/raw/{name}", hashlib.sha256(data).hexdigest(), len(data)))
     return DatasetSpec("fake_mnist", tuple(files), license="generated", description="fake MNIST for tests")
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1 (for a test's rendezvous)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_entry(rank: int, fn: Callable[..., None], world_size: int, port: int, args: tuple) -> None:
+    env = {"RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": world_size, "LOCAL_WORLD_SIZE": world_size,
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+    os.environ.update({k: str(v) for k, v in env.items()})
+    fn(rank, *args)
+
+
+def spawn_ranks(fn: Callable[..., None], world_size: int, args: tuple = (), timeout_s: float = 120.0) -> list[int]:
+    """Run ``fn(rank, *args)`` in ``world_size`` fresh processes with a ``torchrun``-like environment.
+
+    ``fn`` must be importable (module level). Returns the exit codes in rank order (0 = success).
+    Unlike ``torch.multiprocessing.spawn``, a failing rank does not get the others killed, so a
+    test can watch what the survivors do.
+
+    Raises:
+        TimeoutError: some rank was still running after ``timeout_s`` seconds (all are killed).
+    """
+    import torch.multiprocessing as mp
+
+    ctx = mp.start_processes(
+        _rank_entry, args=(fn, world_size, free_port(), args), nprocs=world_size, join=False, start_method="spawn"
+    )
+    deadline = time.monotonic() + timeout_s
+    for p in ctx.processes:
+        p.join(max(deadline - time.monotonic(), 0))
+    alive = [r for r, p in enumerate(ctx.processes) if p.is_alive()]
+    if alive:
+        for p in ctx.processes:
+            p.kill()
+        raise TimeoutError(f"ranks {alive} still running after {timeout_s} s")
+    return [p.exitcode for p in ctx.processes]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from shared.models.cnn import SmallCNN
 from shared.models.linear import SoftmaxRegression
 
 
@@ -16,9 +17,15 @@ class ModelConfig:
     name: str = "softmax_regression"  # one of MODELS
     in_features: int = 784  # flattened input size
     num_classes: int = 10
+    in_channels: int = 1  # image channels (small_cnn)
+    width: int = 16  # first conv's channels (small_cnn)
+    image_size: int = 28  # input height = width (small_cnn)
 
 
-MODELS = {"softmax_regression": lambda c: SoftmaxRegression(c.in_features, c.num_classes)}
+MODELS = {
+    "softmax_regression": lambda c: SoftmaxRegression(c.in_features, c.num_classes),
+    "small_cnn": lambda c: SmallCNN(c.in_channels, c.num_classes, c.width, c.image_size),
+}
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
@@ -32,4 +39,4 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     return MODELS[cfg.name](cfg)
 
 
-__all__ = ["MODELS", "ModelConfig", "SoftmaxRegression", "build_model"]
+__all__ = ["MODELS", "ModelConfig", "SmallCNN", "SoftmaxRegression", "build_model"]

@@ -31,3 +31,12 @@ def test_rank_shards_are_disjoint_and_cover_the_dataset():
     ]
     assert all(not (a & b) for a, b in itertools.combinations(shards, 2))
     assert set().union(*shards) == set(range(100))
+
+
+def test_each_rank_shard_is_deterministic_per_epoch_and_changes_across_epochs():
+    for rank in range(2):
+        s = ResumableBatchSampler(100, 8, True, 0, rank, 2)
+        assert _epoch(s, 3) == _epoch(s, 3)
+        assert _epoch(s, 3) != _epoch(s, 4)
+        other = ResumableBatchSampler(100, 8, True, 0, 1 - rank, 2)
+        assert not set(itertools.chain.from_iterable(_epoch(s, 3))) & set(itertools.chain.from_iterable(_epoch(other, 3)))

@@ -2,6 +2,7 @@
 
 from shared.train.config import TrainConfig
 from shared.train.optim import build_optimizer, build_scheduler, lr_factor
+from shared.train.step import train_step
 from shared.train.trainer import NonFiniteLossError, Trainer, TrainResult, evaluate, resolve_device
 
 __all__ = [
@@ -14,4 +15,5 @@ __all__ = [
     "evaluate",
     "lr_factor",
     "resolve_device",
+    "train_step",
 ]

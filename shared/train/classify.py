@@ -14,10 +14,13 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import TensorDataset
 
+from shared.checkpoint import unwrap
 from shared.config import to_dict
 from shared.data.sampling import batch_loader
+from shared.dist import DistInfo
 from shared.models import ModelConfig, build_model
 from shared.repro import seed_everything, set_deterministic
 from shared.rundir import Run, finish_run
@@ -55,28 +58,47 @@ def fit_classifier(
     val_set: TensorDataset,
     batch_size: int,
     eval_batch_size: int,
+    dist_info: DistInfo | None = None,
+    drop_last: bool | None = None,
 ) -> ClassifierRun:
     """Seed, build, train (resuming if the run dir has a checkpoint) and register one run.
 
     A run whose ``result.json`` exists and whose checkpoint is complete is not trained again and
     not registered twice: its record is read back.
+
+    Args:
+        batch_size: the micro batch per rank; the global batch is
+            ``batch_size * train_cfg.grad_accum_steps * world_size``.
+        dist_info: from :func:`shared.dist.init_distributed`. With ``world_size > 1`` the model is
+            wrapped in DDP and each rank trains on its shard of every epoch (full micro-batches only,
+            so every rank takes the same number of steps); rank 0 registers the run.
+        drop_last: skip the last incomplete training batch of each epoch; default: only under DDP.
+            Pass True to a single-process run that is compared step by step with a DDP run.
     """
-    seed_everything(train_cfg.seed)
+    ddp = dist_info is not None and dist_info.is_distributed
+    seed_everything(train_cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     set_deterministic(train_cfg.deterministic)
-    device = resolve_device(train_cfg.device)
+    device = dist_info.device if ddp else resolve_device(train_cfg.device)
     model = build_model(model_cfg).to(device)
-    train_loader = batch_loader(train_set, batch_size, shuffle=True, seed=train_cfg.seed)
+    rank, world = (dist_info.rank, dist_info.world_size) if ddp else (0, 1)
+    train_loader = batch_loader(train_set, batch_size, shuffle=True, seed=train_cfg.seed,
+                                rank=rank, world_size=world, drop_last=ddp if drop_last is None else drop_last)
     val_loader = batch_loader(val_set, eval_batch_size, shuffle=False)
     optimizer = build_optimizer(model, train_cfg)
-    total_steps = train_cfg.epochs * train_loader.sampler.batches_per_epoch
+    total_steps = train_cfg.epochs * (train_loader.sampler.batches_per_epoch // train_cfg.grad_accum_steps)
     scheduler = build_scheduler(optimizer, train_cfg, total_steps)
     logger = MetricLogger(run.dir, run.run_id, train_cfg.seed)
+    if ddp:
+        model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     trainer = Trainer(
         model, optimizer, train_loader, val_loader, train_cfg, run.dir, logger, scheduler,
         meta={"run_id": run.run_id, "config": to_dict(run.cfg)},
     )
     result = trainer.fit()
     logger.close()
+    model = unwrap(model)
+    if rank != 0:
+        return ClassifierRun(run, model, result, {"run_id": run.run_id, "rank": rank}, device)
     result_file = Path(run.dir) / "result.json"
     previous = json.loads(result_file.read_text()) if result_file.is_file() else None
     metrics = {"best_val": result.best, "last_val": result.last_val, "steps": result.step, "epochs": result.epoch}

@@ -17,6 +17,8 @@ class TrainConfig:
     weight_decay: float = 0.0  # L2 for SGD, decoupled for AdamW
     schedule: str = "constant"  # "constant" or "cosine" (to 0 at the last step, after warm-up)
     warmup_steps: int = 0  # linear warm-up from lr/warmup_steps to lr
+    precision: str = "fp32"  # "fp32", "bf16" (autocast) or "fp16" (autocast + GradScaler)
+    grad_accum_steps: int = 1  # micro-batches per optimizer step (global batch = micro batch x this x world size)
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
     deterministic: bool = True  # torch deterministic algorithms (exact reruns and resume)
     log_every: int = 1  # log a train row every N steps

@@ -8,6 +8,7 @@ and the epoch is restarted at the batch where the checkpoint was taken.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,19 +16,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from shared.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from shared.amp import grad_scaler
+from shared.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint, unwrap
 from shared.data.sampling import ResumableBatchSampler
+from shared.dist import all_reduce_mean
 from shared.repro import rng_state, set_rng_state
 from shared.tracking import MetricLogger, console, format_step, progress_enabled
 from shared.train.config import TrainConfig
+from shared.train.step import NonFiniteLossError, train_step
 
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or inf."""
+__all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "evaluate", "resolve_device"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -80,6 +84,12 @@ class TrainResult:
 class Trainer:
     """Trains ``model`` on ``train_loader`` and evaluates on ``val_loader`` after every epoch.
 
+    One optimizer step consumes ``cfg.grad_accum_steps`` micro-batches (a trailing incomplete group
+    at the end of an epoch is skipped) and runs in ``cfg.precision`` (see :func:`train_step`).
+    Under DDP (``model`` wrapped in ``DistributedDataParallel``, the loader sharded by rank) every
+    rank runs this loop; the logged loss is the mean over ranks, every rank evaluates the whole
+    validation set (the replicas are identical), and only rank 0 writes checkpoints.
+
     Args:
         model: maps ``x`` to logits (B, num_classes).
         optimizer, scheduler: the scheduler (optional) is stepped once per optimizer step.
@@ -90,7 +100,8 @@ class Trainer:
         run_dir: checkpoints go to ``run_dir/checkpoints/{last,best}.pt``.
         logger: metric sink.
         loss_fn: ``loss_fn(logits, y) -> scalar``; cross-entropy by default.
-        meta: JSON-serialisable run description stored with every checkpoint (e.g. the config).
+        meta: JSON-serialisable run description stored with every checkpoint (e.g. the config);
+            ``world_size`` is added to it.
 
     Raises:
         TypeError: ``train_loader.sampler`` cannot resume mid-epoch.
@@ -113,10 +124,22 @@ class Trainer:
             raise TypeError("train_loader must come from shared.data.sampling.batch_loader (a ResumableBatchSampler)")
         if cfg.best_mode not in ("max", "min"):
             raise ValueError(f"train.best_mode must be 'max' or 'min', got '{cfg.best_mode}'")
+        if cfg.grad_accum_steps < 1:
+            raise ValueError(f"train.grad_accum_steps must be >= 1, got {cfg.grad_accum_steps}")
+        if train_loader.sampler.batches_per_epoch < cfg.grad_accum_steps:
+            raise ValueError(
+                f"an epoch has {train_loader.sampler.batches_per_epoch} micro-batches on this rank, fewer than "
+                f"train.grad_accum_steps={cfg.grad_accum_steps}: lower the micro batch or the accumulation steps"
+            )
+        self.ddp = isinstance(model, DistributedDataParallel)
+        self.world_size = dist.get_world_size() if self.ddp else 1
+        self.is_main = not self.ddp or dist.get_rank() == 0
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.train_loader, self.val_loader = train_loader, val_loader
-        self.cfg, self.logger, self.loss_fn, self.meta = cfg, logger, loss_fn, meta or {}
+        self.cfg, self.logger, self.loss_fn = cfg, logger, loss_fn
+        self.meta = {**(meta or {}), "world_size": self.world_size}
         self.device = next(model.parameters()).device
+        self.scaler = grad_scaler(self.device, cfg.precision)
         self.ckpt_dir = Path(run_dir) / "checkpoints"
         self.progress: dict[str, Any] = {
             "step": 0, "epoch": 0, "batch": 0, "best": None, "last_val": {}, "train_time_s": 0.0,
@@ -130,10 +153,17 @@ class Trainer:
     def best_path(self) -> Path:
         return self.ckpt_dir / "best.pt"
 
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.train_loader.sampler.batches_per_epoch // self.cfg.grad_accum_steps
+
     def _save(self, path: Path, extra_meta: dict[str, Any] | None = None) -> None:
+        if not self.is_main:  # the replicas are identical; rank 0 writes for everyone
+            return
+        progress = {**self.progress, "grad_scaler": self.scaler.state_dict()}
         save_checkpoint(
             path, self.model, self.optimizer, self.scheduler,
-            progress=dict(self.progress), rng=rng_state(), meta={**self.meta, **(extra_meta or {})},
+            progress=progress, rng=rng_state(), meta={**self.meta, **(extra_meta or {})},
         )
         self.logger.flush()
 
@@ -145,11 +175,22 @@ class Trainer:
         # and the RNG states must be CPU tensors anyway.
         state = load_checkpoint(self.last_path, map_location="cpu")
         load_model_state(self.model, state, source=str(self.last_path))
+        saved_world = state["meta"].get("world_size", 1)
+        if saved_world != self.world_size:
+            raise CheckpointError(
+                f"{self.last_path} was written by a run with world_size={saved_world}, this run has "
+                f"world_size={self.world_size}: the data position cannot be carried over. Relaunch with "
+                f"{saved_world} processes, or start a new run (train.resume=false or another run directory)."
+            )
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
-        self.progress.update(state["progress"])
+        progress = dict(state["progress"])
+        if progress.get("grad_scaler"):
+            self.scaler.load_state_dict(progress["grad_scaler"])
+        progress.pop("grad_scaler", None)
+        self.progress.update(progress)
         self.logger.resume(step=self.progress["step"])
         p = self.progress
         console(f"resumed from {self.last_path} at step {p['step']} (epoch {p['epoch']}, batch {p['batch']})")
@@ -170,6 +211,7 @@ class Trainer:
 
         self._try_resume()
         cfg, p, sampler = self.cfg, self.progress, self.train_loader.sampler
+        k = cfg.grad_accum_steps
         self.model.train()
         interrupted = False
         try:
@@ -177,38 +219,38 @@ class Trainer:
                 epoch = p["epoch"]
                 sampler.set_epoch(epoch, start_batch=p["batch"])
                 bar = tqdm(
-                    self.train_loader, total=sampler.batches_per_epoch, initial=p["batch"],
+                    total=self.steps_per_epoch, initial=p["batch"] // k,
                     desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                     disable=not (cfg.progress and progress_enabled()),
                 )
                 t_epoch = t_log = time.perf_counter()
                 seen = 0
-                for x, y in bar:
+                batches = iter(self.train_loader)
+                while True:
+                    group = list(itertools.islice(batches, k))
+                    if len(group) < k:  # end of epoch (an incomplete accumulation group is skipped)
+                        break
                     if cfg.max_steps and p["step"] >= cfg.max_steps:
                         interrupted = True
                         self._save(self.last_path)
                         break
-                    x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                    logits = self.model(x)  # (B, num_classes)
-                    loss = self.loss_fn(logits, y)
-                    if not torch.isfinite(loss):
-                        raise NonFiniteLossError(
-                            f"training loss is {loss.item()} at step {p['step']} (epoch {epoch}, "
-                            f"lr {self.optimizer.param_groups[0]['lr']:.3g}). Lower the learning rate, "
-                            "add warm-up or gradient clipping, or check the inputs for NaN."
+                    micro = [(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)) for x, y in group]
+                    try:
+                        loss = train_step(
+                            self.model, self.optimizer, micro, self.loss_fn, precision=cfg.precision, scaler=self.scaler,
                         )
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    self.optimizer.step()
+                    except NonFiniteLossError as e:
+                        raise NonFiniteLossError(f"step {p['step']} (epoch {epoch}): {e}") from e
                     if self.scheduler is not None:
                         self.scheduler.step()
                     p["step"] += 1
-                    p["batch"] += 1
-                    seen += y.numel()
+                    p["batch"] += k
+                    seen += sum(y.numel() for _, y in micro) * self.world_size
+                    bar.update(1)
                     if p["step"] % cfg.log_every == 0:
                         now = time.perf_counter()
                         row = {
-                            "loss": loss.item(),
+                            "loss": (all_reduce_mean(loss) if self.ddp else loss).item(),
                             "lr": self.optimizer.param_groups[0]["lr"],
                             "samples_per_sec": seen / max(now - t_log, 1e-9),
                         }
@@ -221,7 +263,7 @@ class Trainer:
                 p["train_time_s"] += time.perf_counter() - t_epoch
                 if interrupted:
                     break
-                val = evaluate(self.model, self.val_loader, self.device)
+                val = evaluate(unwrap(self.model), self.val_loader, self.device)
                 p["epoch"], p["batch"], p["last_val"] = epoch + 1, 0, val
                 self.logger.log("val", p["step"], epoch + 1, loss=val["loss"], acc=val["acc"])
                 console(format_step(p["step"], {"epoch": epoch + 1, "val_loss": val["loss"], "val_acc": val["acc"]}))
@@ -233,6 +275,8 @@ class Trainer:
             self._save(self.last_path)
             console(f"interrupted: saved {self.last_path}; run the same command again to resume")
             raise
+        if self.ddp:
+            dist.barrier()  # no rank starts using the checkpoints before rank 0 has written them
         return TrainResult(
             step=p["step"], epoch=p["epoch"], interrupted=interrupted, best=p["best"] or {},
             last_val=p["last_val"], train_time_s=p["train_time_s"],

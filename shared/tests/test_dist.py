@@ -1,0 +1,102 @@
+"""DDP on 2 CPU processes (gloo): equivalence with one process, and failures that do not hang."""
+
+import time
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from shared.dist import DistConfig, DistSetupError, failure_guard, init_distributed
+from shared.models import ModelConfig, build_model
+from shared.rundir import start_run
+from shared.testing import spawn_ranks
+from shared.train.classify import fit_classifier
+from shared.train.config import TrainConfig
+
+MODEL = ModelConfig(name="small_cnn", width=4)
+MODEL_INIT = lambda: build_model(MODEL)  # noqa: E731
+MICRO, WORLD = 16, 2
+
+
+def _data(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 10, (n,), generator=g)
+    x = torch.randn(n, 1, 28, 28, generator=g)
+    x[torch.arange(n), 0, y, y] += 4.0  # learnable
+    return TensorDataset(x, y)
+
+
+def _cfg(**kw):
+    return TrainConfig(epochs=2, lr=0.05, momentum=0.9, schedule="cosine", device="cpu", **kw)
+
+
+def _fit(root, name, batch, cfg, dist_info=None):
+    run = start_run("test", name, "smoke", cfg, root=root)
+    return fit_classifier(run, MODEL, cfg, _data(256, 0), _data(64, 1), batch, 64, dist_info)
+
+
+def _ddp_worker(rank, root, out_dir, accum):
+    info = init_distributed(DistConfig(backend="gloo", timeout_s=60), device="cpu")
+    out = _fit(root, "ddp", MICRO // accum, _cfg(grad_accum_steps=accum), info)
+    torch.save(out.model.state_dict(), out_dir / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_two_rank_ddp_equals_one_process_with_the_same_global_batch(tmp_path, accum):
+    assert spawn_ranks(_ddp_worker, WORLD, (tmp_path / "ddp", tmp_path, accum)) == [0, 0]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    single = _fit(tmp_path / "single", "single", MICRO * WORLD, _cfg()).model.state_dict()
+    for k, v in single.items():
+        assert torch.equal(ranks[0][k], ranks[1][k]), f"{k} differs between ranks"
+        assert torch.allclose(ranks[0][k], v, atol=1e-6, rtol=0), f"{k}: DDP vs single max diff {(ranks[0][k] - v).abs().max()}"
+    torch.manual_seed(0)
+    init = MODEL_INIT()
+    assert not torch.allclose(single["head.weight"], init.head.weight), "training did not move the weights"
+
+
+def _failing_worker(rank, failure_dir, mode):
+    import sys
+
+    sys.stdout = open(failure_dir / f"stdout{rank}.txt", "w", buffering=1)  # noqa: SIM115 (lives as long as the rank)
+    init_distributed(DistConfig(backend="gloo", timeout_s=2), device="cpu")
+    with failure_guard(failure_dir, wait_s=10):
+        if rank == 1:
+            if mode == "hang":
+                time.sleep(8)  # alive, but late for the collective: rank 0 must give up after 2 s
+            raise ValueError("boom on rank 1")
+        torch.distributed.all_reduce(torch.ones(1))
+
+
+@pytest.mark.parametrize("mode", ["raise", "hang"])
+def test_a_failed_or_stuck_rank_does_not_hang_rank0_and_rank0_reports_it(tmp_path, mode):
+    codes = spawn_ranks(_failing_worker, WORLD, (tmp_path, mode), timeout_s=60)
+    assert codes[0] != 0
+    assert codes[1] != 0
+    log0 = (tmp_path / "stdout0.txt").read_text()
+    assert "rank 0 stopped" in log0
+    assert "rank 1 failed" in log0, log0
+    assert "boom on rank 1" in log0, log0
+    if mode == "hang":  # rank 0 raised on its own timeout, well before rank 1 woke up
+        gap = (tmp_path / "rank1.error").stat().st_mtime - (tmp_path / "rank0.error").stat().st_mtime
+        assert gap > 3, f"rank 0 gave up only {gap:.1f} s before rank 1 failed"
+
+
+def test_nccl_without_gpus_or_with_too_few_gpus_is_a_clear_error(monkeypatch):
+    for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "8"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(DistSetupError, match=r"8 processes per node .* only 1 GPU.*--nproc-per-node=1"):
+        init_distributed(DistConfig(backend="nccl"), device="cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DistSetupError, match="needs CUDA GPUs"):
+        init_distributed(DistConfig(backend="nccl"), device="cpu")
+
+
+def test_single_process_needs_no_process_group(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    info = init_distributed(DistConfig(), device="cpu")
+    assert (info.rank, info.world_size, info.backend, info.is_main) == (0, 1, None, True)
+    assert not torch.distributed.is_initialized()

@@ -1,0 +1,1 @@
+"""Week 2: one entrypoint for 1 process or N (DDP), AMP, gradient accumulation, profiling."""
