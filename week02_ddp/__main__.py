@@ -49,16 +49,16 @@ def _run(cfg: config.Week02Config, profile: str, overrides: list[str], info, t0:
     timings["data (fetch, verify, load)"] = time.perf_counter() - t
 
     r: dict = {"world_size": info.world_size, "device": str(info.device), "backend": info.backend or "none"}
-    for name, fn in (("launch", experiments.launch_facts), ("shards", experiments.shard_check),
-                     ("pairs", experiments.correctness), ("accum", experiments.accumulation)):
+    for name, stage, fn in (("launch", "launch facts", experiments.launch_facts),
+                            ("shards", "shard check", experiments.shard_check),
+                            ("pairs", "single vs DDP (2 models)", experiments.correctness),
+                            ("accum", "accumulation run", experiments.accumulation)):
         t = time.perf_counter()
         r[name] = fn(ctx)
-        timings[name] = time.perf_counter() - t
+        timings[stage] = time.perf_counter() - t
     t = time.perf_counter()
     r["amp"], r["ablation"] = experiments.run_benchmarks(ctx)
     timings["AMP + ablation benchmarks"] = time.perf_counter() - t
-    base = r["amp"].get("fp32") or next(iter(r["amp"].values()))
-    r["samples_per_step"] = base.global_batch
     r["n_params"] = sum(p.numel() for p in r["pairs"]["cnn"].ddp.model.parameters())
     t = time.perf_counter()
     r["allreduce_ms"] = experiments.allreduce_ms(ctx, r["n_params"])

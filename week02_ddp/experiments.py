@@ -44,14 +44,22 @@ class Context:
 
 
 def launch_facts(ctx: Context) -> list[dict[str, Any]]:
-    """Each rank prints its line; returns every rank's facts (rank order) on every rank."""
+    """Each rank prints its line; returns every rank's facts (rank order) on every rank.
+
+    ``samples_per_step`` is measured, not computed: each rank draws one optimizer step's worth of
+    micro-batches from its shard and the counts are summed over ranks.
+    """
     cfg, info = ctx.cfg, ctx.info
     micro, accum, world = cfg.data.batch_size, cfg.train.grad_accum_steps, info.world_size
+    drawn = _Batches(ctx, micro).take(accum)
+    local = torch.tensor(float(sum(y.numel() for _, y in drawn)), device=info.device)
+    samples_per_step = int(round(all_reduce_mean(local).item() * world))
     facts = {
         "rank": info.rank, "local_rank": info.local_rank, "world_size": world, "backend": info.backend or "none",
         "device": str(info.device), "host": socket.gethostname(), "pid": os.getpid(),
         "torch threads": torch.get_num_threads(), "micro_batch": micro, "grad_accum_steps": accum,
         "global_batch": f"{micro} x {accum} x {world} = {micro * accum * world}",
+        "samples_per_step": samples_per_step,
     }
     print(f"[rank {info.rank}/{world}] local_rank={info.local_rank} device={info.device} backend={facts['backend']} "
           f"micro_batch={micro} grad_accum_steps={accum} global_batch=micro x accum x world_size="

@@ -164,9 +164,9 @@ def build_log(log: WeeklyLog, cfg: Week02Config, r: dict[str, Any]) -> None:
     expected_gb = micro * cfg.train.grad_accum_steps * world
     log.check("logs show rank/world_size and global batch",
               len(launch) == world and sorted(launch["rank"]) == list(range(world))
-              and r["samples_per_step"] == expected_gb,
+              and (launch.samples_per_step == expected_gb).all(),
               f"{len(launch)} ranks reported; global batch {micro} x {cfg.train.grad_accum_steps} x {world} = "
-              f"{expected_gb}; samples per optimizer step measured: {r['samples_per_step']}",
+              f"{expected_gb}; samples one optimizer step drew over all ranks: {launch.samples_per_step.iloc[0]}",
               "every rank reports; the formula equals the samples one step consumes")
 
     sh = r["shards"]

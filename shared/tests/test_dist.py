@@ -14,7 +14,6 @@ from shared.train.classify import fit_classifier
 from shared.train.config import TrainConfig
 
 MODEL = ModelConfig(name="small_cnn", width=4)
-MODEL_INIT = lambda: build_model(MODEL)  # noqa: E731
 MICRO, WORLD = 16, 2
 
 
@@ -50,8 +49,8 @@ def test_two_rank_ddp_equals_one_process_with_the_same_global_batch(tmp_path, ac
     for k, v in single.items():
         assert torch.equal(ranks[0][k], ranks[1][k]), f"{k} differs between ranks"
         assert torch.allclose(ranks[0][k], v, atol=1e-6, rtol=0), f"{k}: DDP vs single max diff {(ranks[0][k] - v).abs().max()}"
-    torch.manual_seed(0)
-    init = MODEL_INIT()
+    torch.manual_seed(0)  # fit_classifier seeds train.seed=0 before building: this is the shared initial model
+    init = build_model(MODEL)
     assert not torch.allclose(single["head.weight"], init.head.weight), "training did not move the weights"
 
 
