@@ -101,7 +101,9 @@ def environment() -> dict[str, Any]:
             p = torch.cuda.get_device_properties(i)
             gpus.append({"name": p.name, "memory_gib": round(p.total_memory / 2**30, 1)})
     commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain") if commit else None
+    # Dirty = the source differs from the commit. The generated weekly logs do not count: a week
+    # rewrites its own log while it runs, and that must not mark its own run as dirty.
+    status = _git("status", "--porcelain", "--", ".", ":(exclude)docs/weekly-logs") if commit else None
     return {
         "os": platform.platform(),
         "python": sys.version.split()[0],

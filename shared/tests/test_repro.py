@@ -45,3 +45,25 @@ def test_rng_state_restores_from_tensors_loaded_onto_the_gpu(tmp_path):
     expected = _draw()
     set_rng_state(torch.load(tmp_path / "rng.pt", map_location="cuda", weights_only=True))
     assert _draw() == expected
+
+
+def test_git_dirty_ignores_the_generated_weekly_logs(tmp_path, monkeypatch):
+    import subprocess
+
+    from shared import repro
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "docs" / "weekly-logs").mkdir(parents=True)
+    (tmp_path / "docs" / "weekly-logs" / "week02.md").write_text("old log\n")
+    (tmp_path / "train.py").write_text("lr = 0.1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.setattr(repro, "REPO_ROOT", tmp_path)
+    assert repro.environment()["git_dirty"] is False
+    (tmp_path / "docs" / "weekly-logs" / "week02.md").write_text("regenerated log\n")
+    assert repro.environment()["git_dirty"] is False  # a week rewriting its own log is not a source change
+    (tmp_path / "train.py").write_text("lr = 0.2\n")
+    assert repro.environment()["git_dirty"] is True
