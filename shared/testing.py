@@ -1,5 +1,5 @@
-"""Tiny, offline stand-ins used by tests and debug runs: a fake MNIST with real IDX files, and
-a launcher that runs a function on N local ranks the way ``torchrun`` would.
+"""Tiny, offline stand-ins used by tests and debug runs: a fake MNIST with real IDX files, a fake
+CIFAR-10 in the real pickle layout, and a launcher that runs a function on N local ranks the way ``torchrun`` would.
 
 The fake dataset goes through exactly the same code as the real one (registry spec with
 checksums, verified fetch, gzip'd IDX parsed by torchvision), only smaller and learnable in a
@@ -96,3 +96,30 @@ def spawn_ranks(fn: Callable[..., None], world_size: int, args: tuple = (), time
             p.kill()
         raise TimeoutError(f"ranks {alive} still running after {timeout_s} s")
     return [p.exitcode for p in ctx.processes]
+
+
+def write_fake_cifar(mirror: Path, n_per_batch: int = 100, n_test: int = 100, seed: int = 0) -> DatasetSpec:
+    """A learnable fake CIFAR-10 (class = which colour channel is bright) in the real pickle layout,
+    under ``mirror/fake_cifar10/cifar-10-batches-py``; returns its spec (mirror-only, no archive)."""
+    import pickle
+
+    folder = Path(mirror) / "fake_cifar10" / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    blobs = {}
+    for i, name in enumerate([*(f"data_batch_{k}" for k in range(1, 6)), "test_batch"]):
+        n = n_test if name == "test_batch" else n_per_batch
+        labels = rng.integers(0, 10, size=n)
+        data = rng.integers(0, 100, size=(n, 3, 32, 32)).astype(np.uint8)
+        for j, c in enumerate(labels):
+            data[j, c % 3, : 8 + 2 * c, :] = 255  # channel and height of a bright band encode the class
+        d = {b"batch_label": f"fake batch {i}".encode(), b"labels": labels.tolist(),
+             b"data": data.reshape(n, 3072), b"filenames": [f"img_{i}_{j}.png".encode() for j in range(n)]}
+        blobs[name] = pickle.dumps(d, protocol=2)
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    blobs["batches.meta"] = pickle.dumps({b"label_names": [c.encode() for c in names]}, protocol=2)
+    files = []
+    for name, blob in blobs.items():
+        (folder / name).write_bytes(blob)
+        files.append(FileSpec(f"fake_cifar10/cifar-10-batches-py/{name}", hashlib.sha256(blob).hexdigest(), len(blob)))
+    return DatasetSpec("fake_cifar10", tuple(files), license="generated", description="fake CIFAR-10 for tests")

