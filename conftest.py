@@ -1,4 +1,4 @@
-"""Fixtures shared by every test: hermetic folders, a fake MNIST in a mirror, the gpu marker."""
+"""Fixtures shared by every test: hermetic folders, a fake MNIST and a fake CIFAR-10 in a mirror, the gpu marker."""
 
 from __future__ import annotations
 
@@ -43,13 +43,25 @@ def aifs_dirs(tmp_path, monkeypatch):
     return dirs
 
 
+def _register_fake(spec, mirror, monkeypatch):
+    from shared.data import registry
+
+    monkeypatch.setitem(registry.REGISTRY, spec.name, spec)
+    monkeypatch.setenv("AIFS_DATA_MIRROR", str(mirror))
+    return spec
+
+
 @pytest.fixture
 def fake_mnist(aifs_dirs, monkeypatch):
     """A registered ``fake_mnist`` dataset (600 train / 200 test) served from a temporary mirror."""
-    from shared.data import registry
     from shared.testing import write_fake_mnist
 
-    spec = write_fake_mnist(aifs_dirs["mirror"])
-    monkeypatch.setitem(registry.REGISTRY, spec.name, spec)
-    monkeypatch.setenv("AIFS_DATA_MIRROR", str(aifs_dirs["mirror"]))
-    return spec
+    return _register_fake(write_fake_mnist(aifs_dirs["mirror"]), aifs_dirs["mirror"], monkeypatch)
+
+
+@pytest.fixture
+def fake_cifar(aifs_dirs, monkeypatch):
+    """A registered ``fake_cifar10`` dataset (5 x 100 train / 100 test) served from a temporary mirror."""
+    from shared.testing import write_fake_cifar
+
+    return _register_fake(write_fake_cifar(aifs_dirs["mirror"]), aifs_dirs["mirror"], monkeypatch)

@@ -20,6 +20,7 @@ from torch.utils.data import TensorDataset
 
 from shared.data.fetch import DatasetError, prepare
 from shared.data.registry import DatasetSpec, get_spec
+from shared.data.sampling import train_val_split
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -88,13 +89,7 @@ def load_cifar10(cfg: CIFARConfig, spec: DatasetSpec | None = None) -> CIFARSpli
         ValueError: ``val_size`` leaves no training images.
     """
     x_all, y_all, x_test, y_test = load_raw(spec or get_spec(cfg.dataset), Path(cfg.root) if cfg.root else None)
-    n = len(x_all)
-    if not 0 < cfg.val_size < n:
-        raise ValueError(f"data.val_size must be in (0, {n}), got {cfg.val_size}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.split_seed))
-    train_idx, val_idx = perm[cfg.val_size :], perm[: cfg.val_size]
-    if cfg.train_subset:
-        train_idx = train_idx[: cfg.train_subset]
+    train_idx, val_idx = train_val_split(len(x_all), cfg.val_size, cfg.split_seed, cfg.train_subset)
     if cfg.test_subset:
         x_test, y_test = x_test[: cfg.test_subset], y_test[: cfg.test_subset]
     pixels = x_all[train_idx].float().div_(255)

@@ -18,6 +18,7 @@ from torch.utils.data import TensorDataset
 from shared.atomic import atomic_path
 from shared.data.fetch import prepare
 from shared.data.registry import DatasetSpec, get_spec
+from shared.data.sampling import train_val_split
 
 
 @dataclass
@@ -84,13 +85,7 @@ def load_mnist(cfg: MNISTConfig, spec: DatasetSpec | None = None) -> MNISTSplits
     if cfg.view not in ("image", "flat"):
         raise ValueError(f"data.view must be 'image' or 'flat', got '{cfg.view}'")
     x_all, y_all, x_test, y_test = load_raw(spec or get_spec(cfg.dataset), Path(cfg.root) if cfg.root else None)
-    n = len(x_all)
-    if not 0 < cfg.val_size < n:
-        raise ValueError(f"data.val_size must be in (0, {n}), got {cfg.val_size}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.split_seed))
-    train_idx, val_idx = perm[cfg.val_size :], perm[: cfg.val_size]
-    if cfg.train_subset:
-        train_idx = train_idx[: cfg.train_subset]
+    train_idx, val_idx = train_val_split(len(x_all), cfg.val_size, cfg.split_seed, cfg.train_subset)
     raw_train = x_all[train_idx]
     pixels = raw_train.float().div_(255)
     mean, std = pixels.mean().item(), pixels.std().item()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 
+import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
 
 
@@ -82,3 +83,19 @@ def batch_loader(
     """
     sampler = ResumableBatchSampler(len(dataset), batch_size, shuffle, seed, rank, world_size, drop_last)
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers)
+
+
+def train_val_split(n: int, val_size: int, split_seed: int, train_subset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of a fixed train/val split of ``n`` training examples: a seeded permutation, the
+    first ``val_size`` to val, the rest to train (only its first ``train_subset`` when that is > 0).
+
+    The split depends on ``split_seed`` alone, so every training seed sees the same val set.
+
+    Raises:
+        ValueError: ``val_size`` is not in (0, n).
+    """
+    if not 0 < val_size < n:
+        raise ValueError(f"data.val_size must be in (0, {n}), got {val_size}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
+    train_idx, val_idx = perm[val_size:], perm[:val_size]
+    return (train_idx[:train_subset] if train_subset else train_idx), val_idx

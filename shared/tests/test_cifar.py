@@ -6,18 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from shared.data import registry
 from shared.data.cifar import CIFARConfig, load_cifar10, random_crop_flip
 from shared.data.fetch import DatasetError
-from shared.testing import write_fake_cifar
-
-
-@pytest.fixture
-def fake_cifar(aifs_dirs, monkeypatch):
-    spec = write_fake_cifar(aifs_dirs["mirror"])
-    monkeypatch.setitem(registry.REGISTRY, spec.name, spec)
-    monkeypatch.setenv("AIFS_DATA_MIRROR", str(aifs_dirs["mirror"]))
-    return spec
 
 
 def test_fake_cifar_splits_are_disjoint_normalised_and_shaped(fake_cifar):
