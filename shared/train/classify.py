@@ -6,13 +6,16 @@ back everything a report needs: the metrics CSV, best/last checkpoints, the regi
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import TensorDataset
@@ -60,6 +63,7 @@ def fit_classifier(
     eval_batch_size: int,
     dist_info: DistInfo | None = None,
     drop_last: bool | None = None,
+    train_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> ClassifierRun:
     """Seed, build, train (resuming if the run dir has a checkpoint) and register one run.
 
@@ -74,6 +78,9 @@ def fit_classifier(
             so every rank takes the same number of steps); rank 0 registers the run.
         drop_last: skip the last incomplete training batch of each epoch; default: only under DDP.
             Pass True to a single-process run that is compared step by step with a DDP run.
+        train_transform: batch augmentation for training micro-batches (see :class:`Trainer`).
+
+    The loss is cross-entropy with ``train_cfg.label_smoothing``.
     """
     ddp = dist_info is not None and dist_info.is_distributed
     seed_everything(train_cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
@@ -92,7 +99,8 @@ def fit_classifier(
         model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     trainer = Trainer(
         model, optimizer, train_loader, val_loader, train_cfg, run.dir, logger, scheduler,
-        meta={"run_id": run.run_id, "config": to_dict(run.cfg)},
+        loss_fn=functools.partial(F.cross_entropy, label_smoothing=train_cfg.label_smoothing),
+        meta={"run_id": run.run_id, "config": to_dict(run.cfg)}, train_transform=train_transform,
     )
     result = trainer.fit()
     logger.close()

@@ -14,9 +14,11 @@ class TrainConfig:
     optimizer: str = "sgd"  # "sgd" or "adamw"
     lr: float = 0.1  # peak learning rate
     momentum: float = 0.0  # SGD momentum (0 = plain SGD)
+    nesterov: bool = False  # Nesterov momentum (SGD with momentum > 0)
     weight_decay: float = 0.0  # L2 for SGD, decoupled for AdamW
-    schedule: str = "constant"  # "constant" or "cosine" (to 0 at the last step, after warm-up)
+    schedule: str = "constant"  # "constant", "cosine" or "linear" (both to 0 at the last step, after warm-up)
     warmup_steps: int = 0  # linear warm-up from lr/warmup_steps to lr
+    label_smoothing: float = 0.0  # cross-entropy against (1 - eps) one-hot + eps uniform
     precision: str = "fp32"  # "fp32", "bf16" (autocast) or "fp16" (autocast + GradScaler)
     grad_accum_steps: int = 1  # micro-batches per optimizer step (global batch = micro batch x this x world size)
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...

@@ -100,6 +100,8 @@ class Trainer:
         run_dir: checkpoints go to ``run_dir/checkpoints/{last,best}.pt``.
         logger: metric sink.
         loss_fn: ``loss_fn(logits, y) -> scalar``; cross-entropy by default.
+        train_transform: applied to each training micro-batch ``x`` on the device (augmentation);
+            never to evaluation batches.
         meta: JSON-serialisable run description stored with every checkpoint (e.g. the config);
             ``world_size`` is added to it.
 
@@ -119,6 +121,7 @@ class Trainer:
         scheduler: Any | None = None,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
         meta: dict[str, Any] | None = None,
+        train_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if not isinstance(train_loader.sampler, ResumableBatchSampler):
             raise TypeError("train_loader must come from shared.data.sampling.batch_loader (a ResumableBatchSampler)")
@@ -136,7 +139,7 @@ class Trainer:
         self.is_main = not self.ddp or dist.get_rank() == 0
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.train_loader, self.val_loader = train_loader, val_loader
-        self.cfg, self.logger, self.loss_fn = cfg, logger, loss_fn
+        self.cfg, self.logger, self.loss_fn, self.train_transform = cfg, logger, loss_fn, train_transform
         self.meta = {**(meta or {}), "world_size": self.world_size}
         self.device = next(model.parameters()).device
         self.scaler = grad_scaler(self.device, cfg.precision)
@@ -235,6 +238,8 @@ class Trainer:
                         self._save(self.last_path)
                         break
                     micro = [(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)) for x, y in group]
+                    if self.train_transform is not None:
+                        micro = [(self.train_transform(x), y) for x, y in micro]
                     try:
                         loss = train_step(
                             self.model, self.optimizer, micro, self.loss_fn, precision=cfg.precision, scaler=self.scaler,
@@ -265,7 +270,8 @@ class Trainer:
                     break
                 val = evaluate(unwrap(self.model), self.val_loader, self.device)
                 p["epoch"], p["batch"], p["last_val"] = epoch + 1, 0, val
-                self.logger.log("val", p["step"], epoch + 1, loss=val["loss"], acc=val["acc"])
+                self.logger.log("val", p["step"], epoch + 1, loss=val["loss"], acc=val["acc"],
+                                train_time_s=p["train_time_s"])
                 console(format_step(p["step"], {"epoch": epoch + 1, "val_loss": val["loss"], "val_acc": val["acc"]}))
                 if self._is_better(val[cfg.best_metric]):
                     p["best"] = {**val, "step": p["step"], "epoch": epoch + 1}
