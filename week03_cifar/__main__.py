@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         r["ablations"][group] = runner.ablation(group)
         timings[f"{group} ablation"] = time.perf_counter() - t
-    r["eval_mode"] = experiments.check_eval_mode(r["baseline"], splits)
+    bn_run = next(v.run for v in r["ablations"]["norm"] if v.cfg.model.norm == "batch")
+    r["eval_mode"] = experiments.check_eval_mode(bn_run, splits)
     t = time.perf_counter()
     r["errors"] = experiments.error_analysis(r["baseline"], splits, cfg)
     timings["error analysis"] = time.perf_counter() - t

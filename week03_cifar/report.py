@@ -57,6 +57,33 @@ def winner(table: pd.DataFrame) -> tuple[str, float]:
     return ranked.variant.iloc[0], 100 * margin
 
 
+def speed_vs_end(table: pd.DataFrame, target: float) -> str:
+    """Which variant gets going faster (epochs to ``target``) and which ends higher, from the table."""
+    col = f"epochs to {target:.0%}"
+    reached = table[table[col] != "not reached"]
+    if reached.empty:
+        return f"Neither reached {target:.0%} val accuracy within the budget."
+    fastest = reached.sort_values(col, kind="stable").iloc[0]
+    best = table.sort_values("val acc", ascending=False).iloc[0]
+    return (f"`{fastest.variant}` reached {target:.0%} first (epoch {fastest[col]}); `{best.variant}` ends highest "
+            f"at {best['val acc']:.4f}, so here the difference is in "
+            + ("both speed and end point." if fastest.variant == best.variant else "the end point, not the start."))
+
+
+def regularisation_reading(table: pd.DataFrame) -> str:
+    """What the regularisation table says, from its numbers: the regime and what the regularisers hold back."""
+    by = table.set_index("variant")
+    if not {"all_on", "none"} <= set(by.index):
+        return ""
+    on, off = by.loc["all_on"], by.loc["none"]
+    regime = ("The model underfits at this budget (train accuracy "
+              f"{on['train acc (no aug)']:.1%} with everything on), so regularisers cost accuracy here"
+              if on["train acc (no aug)"] < 0.9 else "The model fits its training images, so regularisers matter")
+    return (f"{regime}: removing all of them moves val accuracy {on['val acc']:.4f} → {off['val acc']:.4f} while the "
+            f"train-val gap grows {on['train-val gap (pp)']:.2f} → {off['train-val gap (pp)']:.2f} pp, which is what "
+            "they hold back; with more epochs the gap, and their value, grow.")
+
+
 def plot_first_steps(variants: list[Variant], steps: int):
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for v in variants:
@@ -140,11 +167,15 @@ def build_log(log: WeeklyLog, cfg: Week03Config, r: dict[str, Any]) -> None:
                      f"Val accuracy per epoch, {group} ablation")
         if group == "norm":
             ev: EvalModeCheck = r["eval_mode"]
-            log.text(f"Eval mode uses the running statistics: on 256 val images the BatchNorm model's train-mode "
+            log.text(f"Eval mode uses the running statistics: on 256 val images the `batch` variant's train-mode "
                      f"and eval-mode logits differ by up to {ev.max_train_eval_diff:.4f}; two eval passes are "
                      f"{'identical' if ev.eval_repeat_equal else 'NOT identical'}; the running mean is "
                      f"{'unchanged' if ev.running_stats_unchanged else 'CHANGED'} by eval passes.")
-        log.text(f"**Winner: `{name}`** by {margin:.2f} pp of val accuracy over the runner-up.")
+        extra = {"optimizer": speed_vs_end(table, ex.target_acc), "regularisation": regularisation_reading(table)}
+        log.text(f"**Winner: `{name}`** by {margin:.2f} pp of val accuracy over the runner-up."
+                 + (" A margin under 1 pp is within the seed-to-seed spread of one run per variant (week 1 measured "
+                    "~0.1-0.5 pp on MNIST); treat it as a tie." if margin < 1 else "")
+                 + (" " + extra[group] if group in extra else ""))
     ev = r["eval_mode"]
     log.check("ablation winners named with their margins", all(m > 0 for _, m in winners.values()),
               "; ".join(f"{g}: {n} (+{m:.2f} pp)" for g, (n, m) in winners.items()),
