@@ -148,3 +148,21 @@ class WeeklyLog:
     def write(self) -> Path:
         """Atomically write the Markdown file; returns its path."""
         return atomic_write_text(self.md_path, self.render())
+
+    def finish(self, total_s: float) -> int:
+        """Write the log, print every check and a summary line; the week's exit code (0 = all PASS)."""
+        from shared.tracking import console
+
+        path = self.write()
+        console("\n" + "\n".join(c.line() for c in self.checks))
+        console(f"\nweekly log: {path}  ({sum(c.passed for c in self.checks)}/{len(self.checks)} checks PASS, "
+                f"{total_s:.1f} s)")
+        return 0 if self.all_passed else 1
+
+
+def log_dir(week: str, profile: str) -> Path:
+    """Where a week's log goes: ``docs/weekly-logs`` (or ``$AIFS_LOGS_ROOT``), but the run folder for smoke runs,
+    so that CI never overwrites a committed log."""
+    from shared.paths import logs_root, runs_root
+
+    return logs_root() if profile != "smoke" else runs_root() / week / "smoke" / "log"

@@ -13,8 +13,7 @@ import pandas as pd
 
 from shared.cli import command_line, parse_week_args
 from shared.data.mnist import load_mnist, summarize
-from shared.paths import logs_root, runs_root
-from shared.report import WeeklyLog
+from shared.report import WeeklyLog, log_dir
 from shared.repro import environment
 from shared.tracking import console
 from shared.train.classify import to_device
@@ -55,18 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     lr_runs = experiments.run_lr_ablation(cfg, profile, splits)
     timings[f"LR ablation x {len(lr_runs)}"] = time.perf_counter() - t
 
-    out_dir = logs_root() if profile != "smoke" else runs_root() / "week01" / "smoke" / "log"
-    log = WeeklyLog("week01", "Week 01 — scaffold: softmax regression on MNIST", out_dir)
+    log = WeeklyLog("week01", "Week 01 — scaffold: softmax regression on MNIST",
+                    log_dir("week01", profile))
     timings["total"] = time.perf_counter() - t0
     env = environment()
     log.header(env, profile, command_line("week01_scaffold", profile, overrides),
                {"wall clock (s)": f"{timings['total']:.1f}", "device": str(device)})
     report.build_log(log, cfg, data_summary, seeds, reload, lr_runs, timings)
-    path = log.write()
-    console("\n" + "\n".join(c.line() for c in log.checks))
-    console(f"\nweekly log: {path}  ({sum(c.passed for c in log.checks)}/{len(log.checks)} checks PASS, "
-            f"{timings['total']:.1f} s)")
-    return 0 if log.all_passed else 1
+    return log.finish(timings["total"])
 
 
 if __name__ == "__main__":

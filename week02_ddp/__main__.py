@@ -15,10 +15,9 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from shared.cli import command_line, parse_week_args
 from shared.data.mnist import load_mnist
 from shared.dist import barrier, failure_guard, init_distributed, shutdown
-from shared.paths import logs_root, runs_root
-from shared.report import WeeklyLog
+from shared.paths import runs_root
+from shared.report import WeeklyLog, log_dir
 from shared.repro import environment
-from shared.tracking import console
 from shared.train.classify import to_device
 from week02_ddp import config, experiments, report
 
@@ -69,8 +68,8 @@ def _run(cfg: config.Week02Config, profile: str, overrides: list[str], info, t0:
     if not info.is_main:
         return 0
 
-    out_dir = logs_root() if profile != "smoke" else runs_root() / "week02" / "smoke" / "log"
-    log = WeeklyLog("week02", "Week 02 — one script, 1 or N processes: DDP, AMP, accumulation, profiling", out_dir)
+    log = WeeklyLog("week02", "Week 02 — one script, 1 or N processes: DDP, AMP, accumulation, profiling",
+                    log_dir("week02", profile))
     trace_copy = log.asset_dir / "trace.json"
     shutil.copyfile(r["trace_file"], trace_copy)
     r["trace_file"] = str(trace_copy)
@@ -80,11 +79,7 @@ def _run(cfg: config.Week02Config, profile: str, overrides: list[str], info, t0:
                {"wall clock (s)": f"{timings['total']:.1f}", "world size": info.world_size,
                 "backend": r["backend"], "device (rank 0)": str(info.device)})
     report.build_log(log, cfg, r)
-    path = log.write()
-    console("\n" + "\n".join(c.line() for c in log.checks))
-    console(f"\nweekly log: {path}  ({sum(c.passed for c in log.checks)}/{len(log.checks)} checks PASS, "
-            f"{timings['total']:.1f} s)")
-    return 0 if log.all_passed else 1
+    return log.finish(timings["total"])
 
 
 def _launch_command(profile: str, overrides: list[str], world: int) -> str:

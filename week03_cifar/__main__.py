@@ -11,10 +11,8 @@ import time
 
 from shared.cli import command_line, parse_week_args
 from shared.data.cifar import load_cifar10
-from shared.paths import logs_root, runs_root
-from shared.report import WeeklyLog
+from shared.report import WeeklyLog, log_dir
 from shared.repro import environment
-from shared.tracking import console
 from shared.train.classify import to_device
 from shared.train.trainer import resolve_device
 from week03_cifar import bench_speed, config, experiments, report
@@ -57,18 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     r["speed"] = bench_speed.speed_track(cfg, profile, splits)
     timings["speed track"] = time.perf_counter() - t
 
-    out_dir = logs_root() if profile != "smoke" else runs_root() / "week03" / "smoke" / "log"
-    log = WeeklyLog("week03", "Week 03 — CIFAR-10: baseline, four ablations, error analysis, speed track", out_dir)
+    log = WeeklyLog("week03", "Week 03 — CIFAR-10: baseline, four ablations, error analysis, speed track",
+                    log_dir("week03", profile))
     timings["total"] = time.perf_counter() - t0
     r["timings"] = timings
     log.header(environment(), profile, command_line("week03_cifar", profile, overrides),
                {"wall clock (s)": f"{timings['total']:.1f}", "device": str(device)})
     report.build_log(log, cfg, r)
-    path = log.write()
-    console("\n" + "\n".join(c.line() for c in log.checks))
-    console(f"\nweekly log: {path}  ({sum(c.passed for c in log.checks)}/{len(log.checks)} checks PASS, "
-            f"{timings['total']:.1f} s)")
-    return 0 if log.all_passed else 1
+    return log.finish(timings["total"])
 
 
 if __name__ == "__main__":

@@ -59,3 +59,17 @@ def test_results_registry_appends_one_line_per_run(tmp_path):
     assert [r["run_id"] for r in read_runs(path)] == ["a", "b"]
     assert read_runs(path, week="week02") == [{"run_id": "b", "week": "week02"}]
     assert all(json.loads(line) for line in path.read_text().splitlines())
+
+
+def test_finish_writes_the_log_and_returns_the_exit_code(tmp_path, capsys):
+    from shared.report import WeeklyLog, log_dir
+
+    log = WeeklyLog("week99", "t", tmp_path)
+    log.check("a", True, "1", "> 0")
+    assert log.finish(1.5) == 0
+    assert (tmp_path / "week99.md").is_file()
+    assert "1/1 checks PASS, 1.5 s" in capsys.readouterr().out
+    log.check("b", False, "0", "> 0")
+    assert log.finish(2.0) == 1
+    assert log_dir("week99", "smoke").parts[-3:] == ("week99", "smoke", "log")  # CI never writes into docs/
+    assert log_dir("week99", "cpu") != log_dir("week99", "smoke")
