@@ -215,7 +215,8 @@ def build_log(log: WeeklyLog, cfg: Week03Config, r: dict[str, Any]) -> None:
                 f"smoothing {cfg.speed.train.label_smoothing}, {cfg.speed.train.precision}. Evaluated on the test "
                 "split after every epoch (the fixed recipe is never tuned on it). Time = training loop only "
                 "(forward, backward, optimizer, on-device augmentation); data loading and evaluation excluded.")
-    shown = sp.assign(train_time_s=sp.train_time_s.round(1), time_to_target_s=sp.time_to_target_s.round(1))
+    shown = sp.assign(train_time_s=sp.train_time_s.round(1),
+                      time_to_target_s=pd.to_numeric(sp.time_to_target_s, errors="coerce").round(1))
     log.table(shown.astype(object).where(shown.notna(), "not reached"), "speed")
     mean_acc = sp.best_test_acc.mean()
     if on_gpu:
