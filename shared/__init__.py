@@ -5,7 +5,7 @@ environment record), ``data`` (registry, verified fetch, samplers, MNIST), ``mod
 (Trainer, optimizers, schedules), ``checkpoint``, ``tracking`` (CSV/TensorBoard metrics),
 ``report`` (weekly logs), ``results`` (run registry), ``rundir``, ``cli``, ``paths``, ``atomic``,
 ``dist`` (torchrun/DDP set-up, failure reporting), ``amp`` (autocast, GradScaler), ``profiling``
-(step timers, peak memory, torch.profiler), ``analysis`` (confusion matrix, error grids).
+(step timers, peak memory, torch.profiler), ``analysis`` (confusion matrix, error grids), ``nn`` (hand-written transformer pieces: attention).
 
 Submodules are imported on use, so ``import shared`` stays cheap. ``__all__`` is frozen by a
 test: adding or removing a module is a deliberate API change.
@@ -23,6 +23,7 @@ __all__ = [
     "data",
     "dist",
     "models",
+    "nn",
     "paths",
     "profiling",
     "repro",
