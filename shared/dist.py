@@ -29,6 +29,11 @@ import torch.distributed as dist
 from shared.atomic import atomic_write_text
 from shared.tracking import console
 
+# Wall-clock time just before this process joined the rendezvous. No rank of this launch can have
+# failed earlier (every rank waits in the rendezvous for all the others), so an error file older than
+# this belongs to an earlier launch. Used only when the launcher gives no launch id.
+_JOINED_AT: float | None = None
+
 
 @dataclass
 class DistConfig:
@@ -116,6 +121,8 @@ def init_distributed(cfg: DistConfig | None = None, device: str = "auto") -> Dis
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
+        global _JOINED_AT
+        _JOINED_AT = time.time()
         dist.init_process_group(
             backend, timeout=datetime.timedelta(seconds=cfg.timeout_s),
             device_id=dev if backend == "nccl" else None,
@@ -157,12 +164,15 @@ def _raise_on_sigterm(signum: int, frame: Any) -> None:
     raise RankTerminated(f"received signal {signum} (another rank probably failed)")
 
 
-def peer_errors(failure_dir: Path, exclude_rank: int | None = None) -> dict[int, str]:
-    """The errors other ranks wrote into ``failure_dir`` (rank -> last lines of the traceback)."""
+def peer_errors(failure_dir: Path, exclude_rank: int | None = None, newer_than: float = 0.0) -> dict[int, str]:
+    """The errors other ranks wrote into ``failure_dir`` (rank -> traceback text).
+
+    Files last modified before ``newer_than`` (seconds since the epoch) are left out.
+    """
     out = {}
     for f in sorted(Path(failure_dir).glob("rank*.error")):
         r = int(f.stem.removeprefix("rank"))
-        if r != exclude_rank:
+        if r != exclude_rank and f.stat().st_mtime >= newer_than:
             out[r] = f.read_text()
     return out
 
@@ -175,14 +185,14 @@ def failure_guard(failure_dir: str | Path, rank: int | None = None, wait_s: floa
     ``failure_dir/<launch id>/rank<R>.error``; rank 0 then waits up to ``wait_s`` seconds for the
     other ranks' files and prints each failed rank's traceback before re-raising. The launch id is
     torchrun's ``TORCHELASTIC_RUN_ID``, so files of an earlier launch are never mistaken for this one's;
-    without it (other launchers) rank 0 clears the folder on entry.
+    without it (other launchers) rank 0 ignores files older than its join of the process group. (Deleting
+    them on entry would race: a peer can fail and write its file before rank 0 reaches this guard.)
     """
     launch_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
     failure_dir = Path(failure_dir) / launch_id
     rank = int(os.environ.get("RANK", "0")) if rank is None else rank
-    if rank == 0 and not launch_id and failure_dir.is_dir():
-        for f in failure_dir.glob("rank*.error"):
-            f.unlink()
+    # 1 s of slack: some filesystems store mtimes at a coarser grain than time.time()
+    since = 0.0 if launch_id else ((_JOINED_AT or time.time()) - 1.0)
     previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
     try:
         yield
@@ -191,10 +201,10 @@ def failure_guard(failure_dir: str | Path, rank: int | None = None, wait_s: floa
         atomic_write_text(failure_dir / f"rank{rank}.error", f"rank {rank}: {type(e).__name__}: {e}\n{tb}")
         if rank == 0:
             deadline = time.monotonic() + wait_s
-            peers = peer_errors(failure_dir, exclude_rank=0)
+            peers = peer_errors(failure_dir, exclude_rank=0, newer_than=since)
             while not peers and time.monotonic() < deadline:
                 time.sleep(0.2)
-                peers = peer_errors(failure_dir, exclude_rank=0)
+                peers = peer_errors(failure_dir, exclude_rank=0, newer_than=since)
             console(f"rank 0 stopped: {type(e).__name__}: {e}")
             for r, text in peers.items():
                 console(f"---- rank {r} failed (from {failure_dir}/rank{r}.error) ----\n{text.rstrip()}")

@@ -1,5 +1,6 @@
 """DDP on 2 CPU processes (gloo): equivalence with one process, and failures that do not hang."""
 
+import os
 import time
 
 import pytest
@@ -59,6 +60,8 @@ def _failing_worker(rank, failure_dir, mode):
 
     sys.stdout = open(failure_dir / f"stdout{rank}.txt", "w", buffering=1)  # noqa: SIM115 (lives as long as the rank)
     init_distributed(DistConfig(backend="gloo", timeout_s=2), device="cpu")
+    if mode == "early" and rank == 0:
+        time.sleep(1.5)  # rank 1 fails and writes its file before rank 0 reaches the guard
     with failure_guard(failure_dir, wait_s=10):
         if rank == 1:
             if mode == "hang":
@@ -67,8 +70,11 @@ def _failing_worker(rank, failure_dir, mode):
         torch.distributed.all_reduce(torch.ones(1))
 
 
-@pytest.mark.parametrize("mode", ["raise", "hang"])
+@pytest.mark.parametrize("mode", ["raise", "hang", "early"])
 def test_a_failed_or_stuck_rank_does_not_hang_rank0_and_rank0_reports_it(tmp_path, mode):
+    stale = tmp_path / "rank1.error"  # left by an earlier launch: must not be reported as this one's
+    stale.write_text("rank 1: stale error from an earlier launch")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
     codes = spawn_ranks(_failing_worker, WORLD, (tmp_path, mode), timeout_s=60)
     assert codes[0] != 0
     assert codes[1] != 0
@@ -76,6 +82,7 @@ def test_a_failed_or_stuck_rank_does_not_hang_rank0_and_rank0_reports_it(tmp_pat
     assert "rank 0 stopped" in log0
     assert "rank 1 failed" in log0, log0
     assert "boom on rank 1" in log0, log0
+    assert "stale" not in log0, log0
     if mode == "hang":  # rank 0 raised on its own timeout, well before rank 1 woke up
         gap = (tmp_path / "rank1.error").stat().st_mtime - (tmp_path / "rank0.error").stat().st_mtime
         assert gap > 3, f"rank 0 gave up only {gap:.1f} s before rank 1 failed"
