@@ -65,3 +65,11 @@ def fake_cifar(aifs_dirs, monkeypatch):
     from shared.testing import write_fake_cifar
 
     return _register_fake(write_fake_cifar(aifs_dirs["mirror"]), aifs_dirs["mirror"], monkeypatch)
+
+
+@pytest.fixture
+def fake_text(aifs_dirs, monkeypatch):
+    """A registered ``fake_text`` corpus (20k characters of repeated lines) served from a temporary mirror."""
+    from shared.testing import write_fake_text
+
+    return _register_fake(write_fake_text(aifs_dirs["mirror"]), aifs_dirs["mirror"], monkeypatch)

@@ -123,3 +123,22 @@ def write_fake_cifar(mirror: Path, n_per_batch: int = 100, n_test: int = 100, se
         (folder / name).write_bytes(blob)
         files.append(FileSpec(f"fake_cifar10/cifar-10-batches-py/{name}", hashlib.sha256(blob).hexdigest(), len(blob)))
     return DatasetSpec("fake_cifar10", tuple(files), license="generated", description="fake CIFAR-10 for tests")
+
+
+def write_fake_text(mirror: Path, n_chars: int = 20_000, seed: int = 0) -> DatasetSpec:
+    """A small learnable text (a few short lines repeated in random order) registered as ``fake_text``,
+    under ``mirror/fake_text/input.txt``: the debug corpus of the language-model tests."""
+    lines = ["to be or not to be,", "that is the question.", "all the world's a stage,", "and all the men and women",
+             "merely players.", "the quick brown fox jumps over the lazy dog."]
+    rng = np.random.default_rng(seed)
+    out, size = [], 0
+    while size < n_chars:
+        line = lines[rng.integers(len(lines))]
+        out.append(line)
+        size += len(line) + 1
+    blob = ("\n".join(out) + "\n").encode()
+    path = Path(mirror) / "fake_text" / "input.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(blob)
+    return DatasetSpec("fake_text", (FileSpec("fake_text/input.txt", hashlib.sha256(blob).hexdigest(), len(blob)),),
+                       license="generated", description="fake text corpus for tests")

@@ -1,4 +1,4 @@
-"""Datasets: the registry, verified fetching, samplers, and per-dataset loaders (``mnist``, ``cifar``)."""
+"""Datasets: the registry, verified fetching, samplers, and per-dataset loaders (``mnist``, ``cifar``, ``text``)."""
 
 from shared.data.fetch import ChecksumError, DatasetError, DatasetUnavailableError, prepare
 from shared.data.registry import REGISTRY, ArchiveSpec, DatasetSpec, FileSpec, get_spec

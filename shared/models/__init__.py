@@ -1,4 +1,4 @@
-"""Models, built by name from a :class:`ModelConfig`."""
+"""Models: the classifiers, built by name from a :class:`ModelConfig`, and the GPT language model (:class:`GPTConfig`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from torch import nn
 
 from shared.models.cnn import SmallCNN
 from shared.models.convnet import CNNSmall, ResNet9, init_weights
+from shared.models.gpt import GPT, GPTConfig
 from shared.models.linear import SoftmaxRegression
 
 
@@ -45,4 +46,4 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     return init_weights(MODELS[cfg.name](cfg), cfg.init)
 
 
-__all__ = ["MODELS", "CNNSmall", "ModelConfig", "ResNet9", "SmallCNN", "SoftmaxRegression", "build_model", "init_weights"]
+__all__ = ["GPT", "MODELS", "CNNSmall", "GPTConfig", "ModelConfig", "ResNet9", "SmallCNN", "SoftmaxRegression", "build_model", "init_weights"]

@@ -35,6 +35,8 @@ def train_step(
     precision: str = "fp32",
     scaler: torch.amp.GradScaler | None = None,
     timer: StepTimer | None = None,
+    grad_clip: float = 0.0,
+    stats: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Forward/backward each micro-batch, then one optimizer step; returns the mean loss (0-dim, detached).
 
@@ -44,6 +46,9 @@ def train_step(
         precision: ``fp32``, ``bf16`` or ``fp16`` (see :mod:`shared.amp`).
         scaler: required for fp16 (``shared.amp.grad_scaler``); ignored when disabled or None.
         timer: optional; the forward, backward and optimizer phases are timed into it.
+        grad_clip: clip the global gradient L2 norm to this value before the step (0 = off;
+            Pascanu et al. 2013, https://arxiv.org/abs/1211.5063). With fp16 the gradients are unscaled first.
+        stats: optional dict that receives ``grad_norm``, a 0-dim tensor (the norm before clipping; needs ``grad_clip``).
 
     Raises:
         NonFiniteLossError: a micro-batch loss is NaN/inf (checked before the optimizer step, so the
@@ -73,6 +78,12 @@ def train_step(
             "Lower the learning rate, add warm-up or gradient clipping, use bf16 instead of fp16, or check the inputs for NaN."
         )
     with timer.phase("optimizer"):
+        if grad_clip > 0:
+            if scaler is not None and scaler.is_enabled():
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            if stats is not None:
+                stats["grad_norm"] = norm.detach()  # a tensor: no device sync here
         if scaler is not None:
             scaler.step(optimizer)  # unscales; skips the step if any gradient is inf/NaN
             scaler.update()

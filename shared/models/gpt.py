@@ -1,0 +1,201 @@
+"""A decoder-only transformer language model (GPT), small enough to read top to bottom.
+
+``idx`` (B, T) token ids -> token embedding (B, T, C) [+ learned positions] -> n_layer blocks ->
+final norm -> LM head -> ``logits`` (B, T, vocab_size). Each block is attention then an MLP, each
+wrapped in a residual connection, with the norm before (pre-LN, GPT-2) or after (post-LN, the 2017
+Transformer) the sub-layer. The LM head shares its weight with the token embedding (weight tying,
+Press & Wolf 2017, https://arxiv.org/abs/1608.05859). Architecture after GPT-2 (Radford et al. 2019)
+and nanoGPT (https://github.com/karpathy/nanoGPT/blob/master/model.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shared.nn.attention import BACKENDS
+from shared.nn.layers import build_mlp, build_norm
+from shared.nn.mha import CausalSelfAttention
+from shared.nn.positions import POSITIONS, LearnedPositions, RotaryEmbedding
+
+PLACEMENTS = ("pre", "post")
+
+
+@dataclass
+class GPTConfig:
+    """The model's shape and its architectural switches."""
+
+    vocab_size: int = 65  # number of token ids (set from the tokenizer)
+    block_size: int = 256  # context length T: the most tokens the model sees at once
+    n_layer: int = 6  # transformer blocks
+    n_head: int = 6  # attention heads per block; must divide n_embd
+    n_embd: int = 384  # model width C (d_model)
+    dropout: float = 0.0  # after embeddings and on each residual branch
+    bias: bool = True  # biases in linear layers and LayerNorm
+    norm: str = "layernorm"  # "layernorm" or "rmsnorm"
+    norm_placement: str = "pre"  # "pre" (norm -> sub-layer -> add) or "post" (sub-layer -> add -> norm)
+    mlp: str = "gelu"  # "gelu" (4C MLP) or "swiglu"
+    pos: str = "learned"  # "learned" absolute embeddings or "rope"
+    rope_base: float = 10000.0  # RoPE's base wavelength
+    attn_backend: str = "manual"  # "manual" (hand-written attention) or "torch" (F.scaled_dot_product_attention)
+    tie_weights: bool = True  # the LM head reuses the token-embedding matrix
+
+    def validate(self) -> None:
+        """Raises ValueError naming the bad field and its allowed values."""
+        for name, value, allowed in (("norm_placement", self.norm_placement, PLACEMENTS), ("pos", self.pos, POSITIONS),
+                                     ("attn_backend", self.attn_backend, BACKENDS)):
+            if value not in allowed:
+                raise ValueError(f"unknown model.{name} '{value}'. Choose one of: {', '.join(allowed)}")
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+
+
+class Block(nn.Module):
+    """One transformer block, (B, T, C) -> (B, T, C).
+
+    pre-LN:  ``x = x + attn(norm1(x)); x = x + mlp(norm2(x))``: the residual stream is never normalised,
+    so gradients reach early layers unchanged and training is stable without warm-up tricks
+    (Xiong et al. 2020, https://arxiv.org/abs/2002.04745).
+    post-LN: ``x = norm1(x + attn(x)); x = norm2(x + mlp(x))``, as in Vaswani et al. 2017.
+    """
+
+    def __init__(self, cfg: GPTConfig, rope: RotaryEmbedding | None = None) -> None:
+        super().__init__()
+        self.pre = cfg.norm_placement == "pre"
+        self.norm1 = build_norm(cfg.norm, cfg.n_embd, cfg.bias)
+        self.attn = CausalSelfAttention(cfg.n_embd, cfg.n_head, cfg.bias, cfg.dropout, cfg.attn_backend, rope)
+        self.norm2 = build_norm(cfg.norm, cfg.n_embd, cfg.bias)
+        self.mlp = build_mlp(cfg.mlp, cfg.n_embd, cfg.bias, cfg.dropout)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.pre:
+            x = x + self.attn(self.norm1(x), key_mask)
+            return x + self.mlp(self.norm2(x))
+        x = self.norm1(x + self.attn(x, key_mask))
+        return self.norm2(x + self.mlp(x))
+
+
+class GPT(nn.Module):
+    """The language model. See the module docstring for the data flow.
+
+    Raises:
+        ValueError: a bad config value (see :meth:`GPTConfig.validate`), or n_embd % n_head != 0.
+    """
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        head_dim = cfg.n_embd // cfg.n_head
+        rope = RotaryEmbedding(head_dim, cfg.block_size, cfg.rope_base) if cfg.pos == "rope" and cfg.n_embd % cfg.n_head == 0 else None
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = LearnedPositions(cfg.block_size, cfg.n_embd) if cfg.pos == "learned" else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, rope) for _ in range(cfg.n_layer))
+        # post-LN blocks already end in a norm; pre-LN needs one on the residual stream before the head
+        self.norm_f = build_norm(cfg.norm, cfg.n_embd, cfg.bias) if cfg.norm_placement == "pre" else nn.Identity()
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_weights:
+            self.lm_head.weight = self.wte.weight  # (V, C), one Parameter
+        self.apply(self._init_weights)
+        # GPT-2: scale the init of the projections that write into the residual stream by 1/sqrt(2 n_layer),
+        # so the stream's variance does not grow with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameters counted once (tied weights once). ``non_embedding`` leaves out the token and position
+        embeddings (the tied LM head is the token embedding), the N of the 6N FLOPs-per-token estimate."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.wte.weight.numel()
+            if self.wpe is not None:
+                n -= self.wpe.weight.weight.numel()
+            if not self.cfg.tie_weights:
+                n -= self.lm_head.weight.numel()
+        return n
+
+    def set_attn_backend(self, backend: str) -> None:
+        """Switch every block between the ``manual`` and ``torch`` attention (same weights)."""
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown attention backend '{backend}'. Choose one of: {', '.join(BACKENDS)}")
+        self.cfg.attn_backend = backend
+        for block in self.blocks:
+            block.attn.backend = backend
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits for every position, and the mean cross-entropy when ``targets`` are given.
+
+        Args:
+            idx: (B, T) token ids, T <= block_size.
+            targets: (B, T) next-token ids; positions with -100 are ignored in the loss.
+            key_mask: optional (B, 1, 1, T) boolean, True on real (non-padding) tokens.
+
+        Returns:
+            ``logits`` (B, T, vocab_size) and ``loss`` (0-dim, nats/token) or None.
+
+        Raises:
+            ValueError: T > block_size.
+        """
+        b, t = idx.shape
+        if t > self.cfg.block_size:
+            raise ValueError(f"sequence of {t} tokens is longer than model.block_size={self.cfg.block_size}")
+        x = self.wte(idx)  # (B, T, C)
+        if self.wpe is not None:
+            x = x + self.wpe(t)  # (T, C) broadcast over B
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x, key_mask)
+        logits = self.lm_head(self.norm_f(x))  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(b * t, -1), targets.reshape(b * t), ignore_index=-100)
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Append ``max_new_tokens`` sampled tokens to ``idx`` (B, T0) -> (B, T0 + max_new_tokens).
+
+        Each step feeds the last ``block_size`` tokens (no KV cache: that is week 11), divides the last
+        position's logits by ``temperature`` (0 = greedy argmax), keeps the ``top_k`` most likely tokens
+        (None = all) and samples from the softmax.
+
+        Raises:
+            ValueError: negative temperature or top_k < 1.
+        """
+        if temperature < 0 or (top_k is not None and top_k < 1):
+            raise ValueError(f"generate needs temperature >= 0 and top_k >= 1 (or None); got {temperature}, {top_k}")
+        was_training = self.training
+        self.eval()
+        for _ in range(max_new_tokens):
+            logits, _ = self(idx[:, -self.cfg.block_size:])
+            logits = logits[:, -1, :].float()  # (B, V)
+            if temperature == 0:
+                nxt = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]  # (B, 1)
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                probs = torch.softmax(logits, dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+            idx = torch.cat((idx, nxt), dim=1)
+        self.train(was_training)
+        return idx

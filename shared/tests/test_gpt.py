@@ -1,0 +1,116 @@
+"""The GPT: shapes, tied weights, gradients to every parameter in each variant, causality, generate()."""
+
+import math
+
+import pytest
+import torch
+
+from shared.models.gpt import GPT, GPTConfig
+
+TINY = {"vocab_size": 11, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 16}  # the debug model
+
+
+def _gpt(**kw):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**{**TINY, **kw}))
+
+
+def _ids(b=3, t=16, seed=0):
+    return torch.randint(0, TINY["vocab_size"], (b, t), generator=torch.Generator().manual_seed(seed))
+
+
+def test_logits_shape_and_initial_loss_near_ln_vocab():
+    logits, loss = _gpt()(_ids(), _ids(seed=1))
+    assert logits.shape == (3, 16, 11)
+    assert abs(loss.item() - math.log(11)) < 0.1
+    assert _gpt()(_ids(t=1))[1] is None
+
+
+def test_lm_head_is_tied_to_the_token_embedding():
+    m = _gpt()
+    assert m.lm_head.weight is m.wte.weight
+    untied = _gpt(tie_weights=False)
+    total = sum(p.numel() for p in m.parameters())
+    assert sum(p.numel() for p in untied.parameters()) == total + 11 * 16
+    assert m.num_params() == total - 11 * 16 - 16 * 16  # minus token and position embeddings
+
+
+VARIANTS = [
+    {}, {"norm_placement": "post"}, {"norm": "rmsnorm", "pos": "rope", "mlp": "swiglu", "bias": False},
+    {"attn_backend": "torch"},
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=["gpt2", "post-ln", "llama-like", "sdpa"])
+def test_gradients_reach_every_parameter(variant):
+    m = _gpt(**variant)
+    _, loss = m(_ids(), _ids(seed=1))
+    loss.backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None, f"{name} got no gradient"
+        assert p.grad.abs().sum() > 0, f"{name} got an all-zero gradient"
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=["gpt2", "post-ln", "llama-like", "sdpa"])
+def test_a_later_token_never_changes_earlier_logits(variant):
+    m = _gpt(**variant).eval()
+    x = _ids(b=1)
+    x2 = x.clone()
+    x2[0, 9] = (x[0, 9] + 1) % 11
+    a, b = m(x)[0], m(x2)[0]
+    torch.testing.assert_close(a[:, :9], b[:, :9], atol=1e-6, rtol=0)
+    assert not torch.allclose(a[:, 9:], b[:, 9:])
+
+
+def test_manual_and_torch_backends_give_the_same_loss_and_gradients():
+    m = _gpt()
+    x, y = _ids(), _ids(seed=1)
+    _, loss_manual = m(x, y)
+    g_manual = torch.autograd.grad(loss_manual, m.parameters())
+    m.set_attn_backend("torch")
+    _, loss_torch = m(x, y)
+    g_torch = torch.autograd.grad(loss_torch, m.parameters())
+    torch.testing.assert_close(loss_manual, loss_torch, atol=1e-5, rtol=0)
+    for a, b in zip(g_manual, g_torch, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_a_few_adamw_steps_fit_one_batch():
+    m = _gpt()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    x, y = _ids(), _ids(seed=1)
+    losses = []
+    for _ in range(30):
+        _, loss = m(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_generate_appends_tokens_greedy_is_deterministic_and_top1_is_greedy():
+    m = _gpt()
+    prompt = _ids(b=2, t=3)
+    out = m.generate(prompt, 20)  # longer than block_size: the context is cropped
+    assert out.shape == (2, 23)
+    assert torch.equal(out[:, :3], prompt)
+    assert out.max() < 11
+    greedy = m.generate(prompt, 5, temperature=0)
+    assert torch.equal(greedy, m.generate(prompt, 5, temperature=0))
+    top1 = m.generate(prompt, 5, temperature=1.0, top_k=1, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(top1, greedy)
+    g1, g2 = (m.generate(prompt, 8, generator=torch.Generator().manual_seed(s)) for s in (1, 1))
+    assert torch.equal(g1, g2)
+    assert m.training  # generate restores the mode
+
+
+def test_bad_configs_are_clear_errors():
+    with pytest.raises(ValueError, match="not divisible by model.n_head"):
+        _gpt(n_embd=10, n_head=3)
+    with pytest.raises(ValueError, match="model.pos 'sinusoid'"):
+        _gpt(pos="sinusoid")
+    with pytest.raises(ValueError, match="block_size=16"):
+        _gpt()(_ids(t=17))
+    with pytest.raises(ValueError, match="temperature"):
+        _gpt().generate(_ids(t=2), 1, temperature=-1)

@@ -1,0 +1,56 @@
+"""``python -m week04_transformer [--profile smoke|cpu|gpu] [key=value ...]`` (``make week04``).
+
+A character-level GPT on Tiny Shakespeare: the component tests, training with samples at the start,
+middle and end, hand-written vs PyTorch attention on the same batch, a throughput benchmark, the log.
+"""
+
+from __future__ import annotations
+
+import time
+
+T_START = time.perf_counter()  # "since process start" in the log counts from here (before the heavy imports)
+
+import sys  # noqa: E402
+
+from shared.cli import command_line, parse_week_args  # noqa: E402
+from shared.report import WeeklyLog, log_dir  # noqa: E402
+from shared.repro import environment  # noqa: E402
+from week04_transformer import bench, checks, config, report, train  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    t0 = time.perf_counter() if argv is not None else T_START
+    profile, overrides = parse_week_args("week04_transformer", __doc__.splitlines()[0], argv)
+    cfg = config.load(profile, overrides)
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    data = train.load_data(cfg)
+    n_train, n_val = len(data.train), len(data.val)
+    data_text = (f"`{cfg.data.dataset}` through the registry (checksum verified): {n_train + n_val:,} characters, "
+                 f"{data.tokenizer.vocab_size} distinct. First {1 - cfg.data.val_frac:.0%} ({n_train:,}) for training, "
+                 f"last {cfg.data.val_frac:.0%} ({n_val:,}) for validation, as in nanoGPT.")
+    timings["data"] = time.perf_counter() - t
+    t = time.perf_counter()
+    lm = train.train(cfg, profile, data, t_start=t0)
+    timings["training (incl. evals and samples)"] = time.perf_counter() - t
+    t = time.perf_counter()
+    backends = checks.backend_losses(lm.model.float(), data.val, cfg.train.micro_batch)
+    tests = checks.run_component_tests()
+    timings["checks (component tests, backends)"] = time.perf_counter() - t
+    t = time.perf_counter()
+    bench_result = bench.bench(config.load(profile, overrides), data)
+    timings["throughput benchmark"] = time.perf_counter() - t
+
+    log = WeeklyLog("week04", "Week 04 — a decoder-only transformer from scratch: char-level GPT on Tiny Shakespeare",
+                    log_dir("week04", profile))
+    timings["total"] = time.perf_counter() - t0
+    log.header(environment(), profile, command_line("week04_transformer", profile, overrides),
+               {"wall clock (s)": f"{timings['total']:.1f}", "device": str(next(lm.model.parameters()).device)})
+    report.build_log(log, cfg, {"lm": lm, "tests": tests, "backends": backends, "bench": bench_result,
+                                "data_text": data_text, "timings": timings})
+    return log.finish(timings["total"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

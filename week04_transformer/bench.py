@@ -1,0 +1,86 @@
+"""``python -m week04_transformer.bench [--profile P] [key=value ...]``: training throughput of the week's GPT.
+
+For each attention backend (and, on a GPU with ``train.compile``, compiled and eager), times
+``bench.steps`` optimizer steps after ``bench.warmup`` untimed ones, and reports tokens/s, ms/step, peak
+memory and MFU (model FLOPs per token ``6N + 12·L·H·Q·T`` x tokens/s over the peak FLOP/s, whose source is
+stated). Prints the table and writes ``runs/week04/<profile>/bench.csv``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pandas as pd
+import torch
+
+from shared.amp import grad_scaler
+from shared.atomic import atomic_write_text
+from shared.cli import parse_week_args
+from shared.data.text import random_batch
+from shared.models.gpt import GPT
+from shared.paths import runs_root
+from shared.profiling import peak_memory_gib, reset_peak_memory
+from shared.repro import seed_everything
+from shared.train.lm import build_adamw, lm_loss
+from shared.train.step import train_step
+from shared.train.trainer import resolve_device
+from week04_transformer import config
+from week04_transformer.config import Week04Config
+from week04_transformer.train import CharData, load_data, mfu_peak, model_flops
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench(cfg: Week04Config, data: CharData) -> tuple[pd.DataFrame, str]:
+    """One row per (backend, compile) setting; returns the table and the MFU peak's source."""
+    device = resolve_device(cfg.train.device)
+    cfg.model.vocab_size = data.tokenizer.vocab_size
+    t, b = cfg.model.block_size, cfg.train.micro_batch
+    peak, source = mfu_peak(device, cfg.train.precision)
+    compiles = [False, True] if cfg.train.compile and device.type == "cuda" else [False]
+    rows = []
+    for backend in cfg.bench.backends:
+        for compiled in compiles:
+            seed_everything(cfg.train.seed)
+            model = GPT(cfg.model).to(device)
+            model.set_attn_backend(backend)
+            fwd = torch.compile(model) if compiled else model
+            opt, scaler = build_adamw(model, cfg.train), grad_scaler(device, cfg.train.precision)
+            reset_peak_memory(device)
+            for i in range(cfg.bench.warmup + cfg.bench.steps):
+                if i == cfg.bench.warmup:
+                    _sync(device)
+                    t0 = time.perf_counter()
+                batch = [random_batch(data.train, b, t, cfg.train.seed, i, device)]
+                train_step(fwd, opt, batch, lm_loss, precision=cfg.train.precision, scaler=scaler,
+                           grad_clip=cfg.train.grad_clip)
+            _sync(device)
+            dt = (time.perf_counter() - t0) / cfg.bench.steps
+            tok_s = b * t / dt
+            flops = model_flops(model)
+            rows.append({"backend": backend, "compile": compiled, "precision": cfg.train.precision,
+                         "micro_batch": b, "block_size": t, "ms_per_step": 1e3 * dt, "tokens_per_sec": tok_s,
+                         "tflops_per_sec": tok_s * flops / 1e12, "mfu": tok_s * flops / peak if peak else float("nan"),
+                         "peak_mem_gib": peak_memory_gib(device)})
+    return pd.DataFrame(rows), source
+
+
+def main(argv: list[str] | None = None) -> int:
+    profile, overrides = parse_week_args("week04_transformer.bench", __doc__.splitlines()[0], argv)
+    cfg = config.load(profile, overrides)
+    table, source = bench(cfg, load_data(cfg))
+    out = runs_root() / "week04" / profile / "bench.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, table.to_csv(index=False))
+    with pd.option_context("display.width", 160, "display.float_format", "{:,.4g}".format):
+        print(table.to_string(index=False))
+    print(f"MFU peak: {source}\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Week 4's config: the text, the GPT's shape, the LM training run, sampling, the checks' targets, the benchmark."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.cli import config_files
+from shared.config import load_config
+from shared.models.gpt import GPTConfig
+from shared.train.lm import LMTrainConfig
+
+WEEK_DIR = Path(__file__).resolve().parent
+
+
+@dataclass
+class DataConfig:
+    """Which text, and how it is split."""
+
+    dataset: str = "tiny_shakespeare"  # a single-file text dataset of the registry
+    val_frac: float = 0.1  # the last 10% of the characters is validation (nanoGPT's split)
+
+
+@dataclass
+class SampleConfig:
+    """Samples written into the log at the first, middle and last eval."""
+
+    prompt: str = "\n"  # generation starts from this text
+    max_new_tokens: int = 300  # characters generated per sample
+    temperature: float = 0.8  # < 1 sharpens the distribution
+    top_k: int = 40  # sample among the k most likely characters (0 = all)
+    seed: int = 0  # the same noise at every sample point, so only the model changes
+
+
+@dataclass
+class CheckConfig:
+    """Targets of the week's checks."""
+
+    target_val_loss: float = 2.0  # nats/char the run must reach
+    time_budget_s: float = 600.0  # the whole week (process start to log), seconds
+    backend_atol: float = 1e-5  # |loss(manual) - loss(torch)| on one batch, fp32
+
+
+@dataclass
+class BenchConfig:
+    """Throughput benchmark: timed training steps per attention backend."""
+
+    steps: int = 10  # timed steps per backend
+    warmup: int = 3  # untimed steps first (and torch.compile's compilation)
+    backends: list[str] = field(default_factory=lambda: ["manual", "torch"])
+
+
+@dataclass
+class Week04Config:
+    """Top level of ``configs/char_gpt.yaml``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: GPTConfig = field(default_factory=GPTConfig)
+    train: LMTrainConfig = field(default_factory=LMTrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    check: CheckConfig = field(default_factory=CheckConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+
+
+def load(profile: str, overrides: list[str] | tuple[str, ...] = ()) -> Week04Config:
+    """Defaults <- ``char_gpt.yaml`` <- ``profiles/<profile>.yaml`` <- ``key=value`` overrides."""
+    return load_config(Week04Config, config_files(WEEK_DIR, "char_gpt.yaml", profile), overrides)

@@ -1,0 +1,119 @@
+"""Week 4's log: data and model, loss curves, the eval table, the samples, backend equality, throughput, checks."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from shared.report import WeeklyLog  # noqa: E402
+from week04_transformer.checks import TestCount  # noqa: E402
+from week04_transformer.config import Week04Config  # noqa: E402
+from week04_transformer.train import CharLMRun  # noqa: E402
+
+
+def eval_table(lm: CharLMRun) -> pd.DataFrame:
+    """One row per eval: step, tokens seen, train/val loss (nats/char), seconds."""
+    return pd.DataFrame([{
+        "step": e["step"], "tokens": e["tokens"], "train loss": round(e["train_loss"], 4),
+        "val loss": round(e["val_loss"], 4), "train time (s)": round(e["train_time_s"], 1),
+        "since start (s)": round(e["wall_s"], 1), "sample": "yes" if "sample" in e else "",
+    } for e in lm.result.evals])
+
+
+def time_to_target(lm: CharLMRun, target: float) -> dict[str, Any] | None:
+    """The first eval with val loss <= ``target`` (None when never reached)."""
+    return next((e for e in lm.result.evals if e["val_loss"] <= target), None)
+
+
+def plot_curves(lm: CharLMRun, target: float):
+    m = lm.metrics
+    tr, va = m[m.phase == "train"], m[m.phase == "val"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(tr.step, tr.loss, lw=0.8, alpha=0.6, label="train (batch)")
+    ax.plot(va.step, va.train_loss, "o-", label="train (eval estimate)")
+    ax.plot(va.step, va.loss, "s-", label="val")
+    ax.axhline(target, color="grey", ls="--", lw=0.8, label=f"target {target}")
+    ax.axhline(math.log(lm.model.cfg.vocab_size), color="red", ls=":", lw=0.8, label="ln(vocab): uniform guess")
+    ax.set(xlabel="step", ylabel="loss (nats/char)", title="Char-level GPT on Tiny Shakespeare")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def build_log(log: WeeklyLog, cfg: Week04Config, r: dict[str, Any]) -> None:
+    """Write every section and check of the week into ``log``."""
+    lm: CharLMRun = r["lm"]
+    tests: TestCount = r["tests"]
+    evals, c, t = lm.result.evals, lm.model.cfg, cfg.train
+    first, last = evals[0], evals[-1]
+    ln_v = math.log(c.vocab_size)
+    log.section("Data", r["data_text"])
+    log.section("Model", (
+        f"GPT with {c.n_layer} layers, {c.n_head} heads, width {c.n_embd} (head size {c.n_embd // c.n_head}), context "
+        f"{c.block_size} characters, {c.norm} ({c.norm_placement}-LN), {c.mlp} MLP, {c.pos} positions, tied LM head, "
+        f"attention backend `{c.attn_backend}` for training. {lm.model.num_params():,} non-embedding parameters "
+        f"({lm.model.num_params(False):,} in all); {lm.flops_per_token / 1e6:.2f} MFLOPs per training token "
+        f"(6N + 12·L·H·Q·T)."))
+    log.config(cfg)
+    log.section("Training", (
+        f"AdamW (β = {t.beta1}, {t.beta2}; weight decay {t.weight_decay} on matrices only), lr {t.lr:g} after "
+        f"{t.warmup_steps} warm-up steps, {t.schedule} to {t.min_lr:g}, gradient clipping at {t.grad_clip}, "
+        f"{t.precision}{', torch.compile' if t.compile else ''}. {t.max_steps:,} steps of {t.micro_batch} x "
+        f"{c.block_size} characters ({lm.result.tokens:,} training characters, "
+        f"{lm.result.tokens / len(lm.data.train):.1f} passes over the training text); val loss on the same "
+        f"{t.eval_iters} val batches every {t.eval_every} steps. Run folder: `{lm.run.run_id}`."))
+    log.plot(plot_curves(lm, cfg.check.target_val_loss), "loss_curves", "Loss per step (train batches) and at each eval")
+    log.table(eval_table(lm), "evals", "Evals: loss in nats per character")
+    rows = lm.metrics[lm.metrics.phase == "train"]
+    speed = f"Training ran at a median {rows.tokens_per_sec.median():,.0f} tokens/s"
+    if "mfu" in rows:
+        speed += f", MFU {rows.mfu.median():.1%} against {lm.peak[1]}"
+    log.text(speed + ".")
+    hit = time_to_target(lm, cfg.check.target_val_loss)
+    if hit:
+        log.text(f"Val loss first reached ≤ {cfg.check.target_val_loss} at step {hit['step']:,}, "
+                 f"{hit['wall_s']:.1f} s after process start ({hit['train_time_s']:.1f} s of training steps).")
+    samples = [e for e in evals if "sample" in e]
+    log.section("Samples", (
+        f"{cfg.sample.max_new_tokens} characters after the prompt {cfg.sample.prompt!r}, temperature "
+        f"{cfg.sample.temperature}, top-k {cfg.sample.top_k}, the same random seed at each point."))
+    for e in samples:
+        log.text(f"**Step {e['step']:,}** (val loss {e['val_loss']:.3f}):\n\n```text\n{e['sample'].strip()}\n```")
+    b = r["backends"]
+    log.section("Hand-written vs PyTorch attention", (
+        f"The trained model on one val batch of {t.micro_batch} x {c.block_size}, fp32, eval mode: loss "
+        f"{b['manual']:.6f} (manual) vs {b['torch']:.6f} (`F.scaled_dot_product_attention`), |Δloss| "
+        f"{b['abs_diff']:.2e}, max |Δlogit| {b['max_logit_diff']:.2e}."))
+    bench, source = r["bench"]
+    log.section("Throughput", f"`python -m week04_transformer.bench`: {cfg.bench.steps} timed training steps per "
+                              f"setting after {cfg.bench.warmup} warm-up steps. MFU against: {source}.")
+    log.table(bench.round(4), "bench", "Training throughput per attention backend")
+    log.section("Timings", "")
+    log.table(pd.DataFrame([{"stage": k, "seconds": round(v, 1)} for k, v in r["timings"].items()]), "timings")
+
+    log.check("component tests pass", tests.failures == tests.errors == 0 and tests.passed > 0,
+              f"{tests.passed}/{tests.tests} passed, {tests.skipped} skipped ({tests.seconds:.1f} s)",
+              "every test of attention, layers, positions, MHA, GPT and the char data passes")
+    log.check("untrained loss is about ln(vocab)", abs(first["val_loss"] - ln_v) < 0.3,
+              f"step 0 val loss {first['val_loss']:.3f}, ln({c.vocab_size}) = {ln_v:.3f}", "|difference| < 0.3")
+    down = last["val_loss"] < first["val_loss"] and last["train_loss"] < first["train_loss"]
+    log.check("loss trends down", down,
+              f"val {first['val_loss']:.3f} → {last['val_loss']:.3f}, train {first['train_loss']:.3f} → "
+              f"{last['train_loss']:.3f}", "final train and val loss below the step-0 values")
+    sv = [e["val_loss"] for e in samples]
+    log.check("samples improve", len(sv) == 3 and all(a > b for a, b in zip(sv, sv[1:], strict=False)),
+              "val loss at the sample points: " + " → ".join(f"{v:.3f}" for v in sv),
+              "3 samples (start, middle, end), val loss strictly falling")
+    log.check("manual and SDPA attention give the same loss", b["abs_diff"] <= cfg.check.backend_atol,
+              f"|Δloss| = {b['abs_diff']:.2e}", f"≤ {cfg.check.backend_atol:g} on the same batch, fp32")
+    log.check("val loss target", last["val_loss"] <= cfg.check.target_val_loss,
+              f"final val loss {last['val_loss']:.4f}", f"≤ {cfg.check.target_val_loss} nats/char")
+    total = r["timings"]["total"]
+    log.check("time budget", total <= cfg.check.time_budget_s, f"{total:.0f} s from process start to the log",
+              f"≤ {cfg.check.time_budget_s:.0f} s")
