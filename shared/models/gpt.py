@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.nn.attention import BACKENDS
+from shared.nn.attention import BACKENDS, check_backend
 from shared.nn.layers import build_mlp, build_norm
-from shared.nn.mha import CausalSelfAttention
+from shared.nn.mha import CausalSelfAttention, check_heads
 from shared.nn.positions import POSITIONS, LearnedPositions, RotaryEmbedding
 
 PLACEMENTS = ("pre", "post")
@@ -45,7 +45,7 @@ class GPTConfig:
     tie_weights: bool = True  # the LM head reuses the token-embedding matrix
 
     def validate(self) -> None:
-        """Raises ValueError naming the bad field and its allowed values."""
+        """Raises ValueError naming the bad field and its allowed values (or, for n_head, the divisors of n_embd)."""
         for name, value, allowed in (("norm_placement", self.norm_placement, PLACEMENTS), ("pos", self.pos, POSITIONS),
                                      ("attn_backend", self.attn_backend, BACKENDS)):
             if value not in allowed:
@@ -53,6 +53,7 @@ class GPTConfig:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        check_heads(self.n_embd, self.n_head)
 
 
 class Block(nn.Module):
@@ -92,7 +93,7 @@ class GPT(nn.Module):
         cfg.validate()
         self.cfg = cfg
         head_dim = cfg.n_embd // cfg.n_head
-        rope = RotaryEmbedding(head_dim, cfg.block_size, cfg.rope_base) if cfg.pos == "rope" and cfg.n_embd % cfg.n_head == 0 else None
+        rope = RotaryEmbedding(head_dim, cfg.block_size, cfg.rope_base) if cfg.pos == "rope" else None
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.wpe = LearnedPositions(cfg.block_size, cfg.n_embd) if cfg.pos == "learned" else None
         self.drop = nn.Dropout(cfg.dropout)
@@ -132,8 +133,7 @@ class GPT(nn.Module):
 
     def set_attn_backend(self, backend: str) -> None:
         """Switch every block between the ``manual`` and ``torch`` attention (same weights)."""
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown attention backend '{backend}'. Choose one of: {', '.join(BACKENDS)}")
+        check_backend(backend)
         self.cfg.attn_backend = backend
         for block in self.blocks:
             block.attn.backend = backend

@@ -18,6 +18,12 @@ import torch.nn.functional as F
 BACKENDS = ("manual", "torch")
 
 
+def check_backend(backend: str) -> None:
+    """Raises ValueError, listing the choices, unless ``backend`` is one of :data:`BACKENDS`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown attention backend '{backend}'. Choose one of: {', '.join(BACKENDS)}")
+
+
 def stable_softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """``exp(x - max) / sum(exp(x - max))`` along ``dim``: subtracting the row max keeps ``exp`` from
     overflowing (scores of +1e4 would be inf) without changing the result. Rows that are all ``-inf``
@@ -80,17 +86,16 @@ def sdpa(
     Raises:
         ValueError: unknown backend.
     """
+    check_backend(backend)
     if backend == "manual":
         return scaled_dot_product_attention(q, k, v, mask, is_causal)
-    if backend == "torch":
-        # torch's is_causal aligns the mask top-left when T_q != T_k, and takes either it or attn_mask:
-        # build the (bottom-right aligned) causal mask explicitly in those cases.
-        if is_causal and (mask is not None or q.shape[-2] != k.shape[-2]):
-            causal = causal_mask(q.shape[-2], k.shape[-2], q.device)
-            if mask is None:
-                mask = causal
-            else:
-                mask = (causal & mask) if mask.dtype == torch.bool else mask + _additive(causal, mask.dtype)
-            is_causal = False
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
-    raise ValueError(f"unknown attention backend '{backend}'. Choose one of: {', '.join(BACKENDS)}")
+    # torch's is_causal aligns the mask top-left when T_q != T_k, and takes either it or attn_mask:
+    # build the (bottom-right aligned) causal mask explicitly in those cases.
+    if is_causal and (mask is not None or q.shape[-2] != k.shape[-2]):
+        causal = causal_mask(q.shape[-2], k.shape[-2], q.device)
+        if mask is None:
+            mask = causal
+        else:
+            mask = (causal & mask) if mask.dtype == torch.bool else mask + _additive(causal, mask.dtype)
+        is_causal = False
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)

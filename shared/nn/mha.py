@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from shared.nn.attention import BACKENDS, sdpa
+from shared.nn.attention import check_backend, sdpa
 from shared.nn.positions import RotaryEmbedding
 
 
@@ -46,13 +46,8 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, n_embd: int, n_head: int, bias: bool = True, dropout: float = 0.0, backend: str = "manual",
                  rope: RotaryEmbedding | None = None) -> None:
         super().__init__()
-        if n_head < 1 or n_embd % n_head:
-            raise ValueError(
-                f"model.n_embd={n_embd} is not divisible by model.n_head={n_head}: each head gets n_embd / n_head "
-                f"channels. Pick n_head among the divisors of n_embd (e.g. {_divisors(n_embd)})."
-            )
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown attention backend '{backend}'. Choose one of: {', '.join(BACKENDS)}")
+        check_heads(n_embd, n_head)
+        check_backend(backend)
         self.n_head, self.backend, self.rope = n_head, backend, rope
         self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)  # fused q, k, v
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
@@ -73,5 +68,11 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(merge_heads(y)))
 
 
-def _divisors(n: int) -> str:
-    return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0 and d <= 64)
+def check_heads(n_embd: int, n_head: int) -> None:
+    """Raises ValueError, with the valid head counts, unless ``n_head`` divides ``n_embd``."""
+    if n_head < 1 or n_embd % n_head:
+        divisors = ", ".join(str(d) for d in range(1, n_embd + 1) if n_embd % d == 0 and d <= 64)
+        raise ValueError(
+            f"model.n_embd={n_embd} is not divisible by model.n_head={n_head}: each head gets n_embd / n_head "
+            f"channels. Pick n_head among the divisors of n_embd (e.g. {divisors})."
+        )

@@ -12,38 +12,31 @@ def _x(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * 3 + 1
 
 
-@pytest.mark.parametrize("bias", [True, False])
-def test_layernorm_equals_nn_layernorm_forward_and_backward(bias):
-    ours, ref = LayerNorm(16, bias=bias), nn.LayerNorm(16, bias=bias)
+def _assert_same_forward_and_backward(ours, ref, shape):
+    """Copy random gains/biases from ``ours`` into ``ref``, then compare outputs and input/weight gradients."""
     with torch.no_grad():
-        ours.weight.copy_(torch.randn(16))
-        ref.weight.copy_(ours.weight)
-        if bias:
-            ours.bias.copy_(torch.randn(16))
-            ref.bias.copy_(ours.bias)
-    x = _x(2, 5, 16).requires_grad_()
+        for p in ours.parameters():
+            p.copy_(torch.randn(p.shape))
+        for p_ref, p in zip(ref.parameters(), ours.parameters(), strict=True):
+            p_ref.copy_(p)
+    x = _x(*shape).requires_grad_()
     x_ref = x.detach().clone().requires_grad_()
     torch.testing.assert_close(ours(x), ref(x_ref), atol=1e-5, rtol=1e-5)
-    g = torch.randn(2, 5, 16)
+    g = torch.randn(shape)
     ours(x).backward(g)
     ref(x_ref).backward(g)
     torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, atol=1e-4, rtol=1e-5)
+    for p, p_ref in zip(ours.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, p_ref.grad, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_layernorm_equals_nn_layernorm_forward_and_backward(bias):
+    _assert_same_forward_and_backward(LayerNorm(16, bias=bias), nn.LayerNorm(16, bias=bias), (2, 5, 16))
 
 
 def test_rmsnorm_equals_nn_rmsnorm_forward_and_backward():
-    ours, ref = RMSNorm(16, eps=1e-5), nn.RMSNorm(16, eps=1e-5)
-    with torch.no_grad():
-        ours.weight.copy_(torch.randn(16))
-        ref.weight.copy_(ours.weight)
-    x = _x(3, 7, 16).requires_grad_()
-    x_ref = x.detach().clone().requires_grad_()
-    torch.testing.assert_close(ours(x), ref(x_ref), atol=1e-5, rtol=1e-5)
-    g = torch.randn(3, 7, 16)
-    ours(x).backward(g)
-    ref(x_ref).backward(g)
-    torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, atol=1e-4, rtol=1e-5)
+    _assert_same_forward_and_backward(RMSNorm(16, eps=1e-5), nn.RMSNorm(16, eps=1e-5), (3, 7, 16))
 
 
 def test_norms_normalise_each_position_independently():
