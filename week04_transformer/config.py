@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from shared.cli import config_files
@@ -60,6 +60,23 @@ class Week04Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+
+
+@dataclass
+class RunConfig:
+    """What identifies the training run's directory (and so what a re-run resumes): the data, the model, the
+    training settings except those that only say when to stop or how to show progress, and the samples (which
+    are stored with the run's evals)."""
+
+    data: DataConfig
+    model: GPTConfig
+    train: LMTrainConfig
+    sample: SampleConfig
+
+
+def run_config(cfg: Week04Config) -> RunConfig:
+    """``cfg`` reduced to the training run's identity (``train.stop_at``, ``resume``, ``progress`` normalised)."""
+    return RunConfig(cfg.data, cfg.model, replace(cfg.train, stop_at=0, resume=True, progress=True), cfg.sample)
 
 
 def load(profile: str, overrides: list[str] | tuple[str, ...] = ()) -> Week04Config:

@@ -22,7 +22,7 @@ from shared.rundir import Run, finish_run, start_run
 from shared.tracking import MetricLogger, console
 from shared.train.lm import LMResult, train_lm
 from shared.train.trainer import resolve_device
-from week04_transformer.config import SampleConfig, Week04Config
+from week04_transformer.config import SampleConfig, Week04Config, run_config
 
 WEEK = "week04"
 
@@ -93,7 +93,7 @@ def mfu_peak(device: torch.device, precision: str) -> tuple[float | None, str]:
 def train(cfg: Week04Config, profile: str, data: CharData, t_start: float | None = None) -> CharLMRun:
     """Build the GPT of ``cfg.model`` and train it (or resume the run of the same config) with ``cfg.train``."""
     cfg.model.vocab_size = data.tokenizer.vocab_size
-    run = start_run(WEEK, "char_gpt", profile, cfg)
+    run = start_run(WEEK, "char_gpt", profile, run_config(cfg))
     data.tokenizer.save(run.dir / "tokenizer.json")
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)

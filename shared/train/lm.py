@@ -125,6 +125,7 @@ class LMResult:
     evals: list[dict[str, Any]]
     train_time_s: float  # seconds in training steps (evals excluded), summed over resumes
     tokens: int  # training tokens consumed
+    resumed_from: int = 0  # the step this process started at (0: a fresh run)
     checkpoints: dict[str, Path] = field(default_factory=dict)
 
 
@@ -223,6 +224,7 @@ class LMTrainer:
 
         cfg, p = self.cfg, self.p
         self.resume()
+        resumed_from = p["step"]
         self.fwd = torch.compile(self.model) if cfg.compile else self.model
         bar = tqdm(total=cfg.max_steps, initial=p["step"], desc="train", leave=False,
                    disable=not (cfg.progress and progress_enabled()))
@@ -259,7 +261,7 @@ class LMTrainer:
             bar.close()
         self.logger.flush()
         return LMResult(p["step"], p["evals"], p["train_time_s"], p["step"] * self.tokens_per_step,
-                        {"last": self.last, "best": self.best})
+                        resumed_from, {"last": self.last, "best": self.best})
 
 
 def train_lm(model: nn.Module, train_data: torch.Tensor, val_data: torch.Tensor, cfg: LMTrainConfig,

@@ -53,3 +53,13 @@ def test_the_whole_week_runs_on_the_debug_corpus_and_writes_its_log(fake_text, a
     assert log.count("**Step ") == 3  # three samples
     assert "loss_curves.png" in log
     assert "| manual" in log  # the benchmark table
+
+
+def test_a_second_run_of_the_same_config_resumes_and_says_so(fake_text, aifs_dirs, monkeypatch):
+    monkeypatch.setattr(checks, "run_component_tests", lambda: checks.TestCount(9, 0, 0, 0, 0.1))
+    args = ["--profile", "smoke", *DEBUG, "check.target_val_loss=3.5"]
+    assert main([*args, "train.stop_at=20"]) == 1  # stopped early: above the target, so that check fails
+    main(args)
+    log = (aifs_dirs["runs"] / "week04" / "smoke" / "log" / "week04.md").read_text()
+    assert "resumed the run from its checkpoint at step 20" in log
+    assert "summed over the processes" in log
