@@ -142,3 +142,23 @@ def write_fake_text(mirror: Path, n_chars: int = 20_000, seed: int = 0) -> Datas
     path.write_bytes(blob)
     return DatasetSpec("fake_text", (FileSpec("fake_text/input.txt", hashlib.sha256(blob).hexdigest(), len(blob)),),
                        license="generated", description="fake text corpus for tests")
+
+
+def mirror_has(relpath: str) -> bool:
+    """Whether the dataset mirror named by ``$AIFS_DATA_MIRROR`` holds ``relpath`` (tests of real data skip otherwise)."""
+    import os
+
+    mirror = os.environ.get("AIFS_DATA_MIRROR", "")
+    return bool(mirror) and (Path(mirror) / relpath).exists()
+
+
+def fake_documents(n: int, seed: int = 0) -> list[str]:
+    """``n`` short English-like documents (the tokenizer and packing tests' debug corpus)."""
+    words = ["the", "cat", "dog", "sat", "ran", "on", "a", "mat", "big", "small", "red", "blue", "and", "then", "it", "was", "happy", "sad", "day", "night", "tom", "lily", "saw", "park", "tree", "ball", "play", "jump", "over", "under"]
+    rng = np.random.default_rng(seed)
+    docs = []
+    for _ in range(n):
+        sentences = [" ".join(rng.choice(words, size=rng.integers(4, 12))).capitalize() + "."
+                     for _ in range(rng.integers(1, 5))]
+        docs.append(" ".join(sentences) + ("\n" + " ".join(sentences[:1]) if rng.random() < 0.3 else ""))
+    return docs

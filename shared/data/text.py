@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -89,7 +90,7 @@ class BlockDataset(Dataset):
     """
 
     def __init__(self, data: torch.Tensor, block_size: int) -> None:
-        if len(data) < block_size + 1:
+        if len(data) < block_size + 1:  # the same rule as random_batch
             raise ValueError(f"{len(data)} tokens are too few for model.block_size={block_size} (need block_size + 1)")
         self.data, self.block_size = data, block_size
 
@@ -101,18 +102,26 @@ class BlockDataset(Dataset):
         return chunk[:-1], chunk[1:]
 
 
-def random_batch(data: torch.Tensor, batch_size: int, block_size: int, seed: int, step: int,
+def random_batch(data: torch.Tensor | np.ndarray, batch_size: int, block_size: int, seed: int, step: int,
                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """B windows of :class:`BlockDataset` at random offsets, a pure function of ``(seed, step)``.
 
+    Args:
+        data: (N,) token stream: an int64 tensor, or a NumPy array / memmap of any integer dtype (only the
+            B·(T+1) tokens of the batch are read from it).
+
     Returns:
         ``x``, ``y``: (B, T) int64 on ``device``, ``y`` being ``x`` shifted by one position.
+
+    Raises:
+        ValueError: the stream is shorter than ``block_size + 1`` tokens.
     """
-    ds = BlockDataset(data, block_size)
+    if len(data) < block_size + 1:
+        raise ValueError(f"{len(data)} tokens are too few for model.block_size={block_size} (need block_size + 1)")
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    offsets = torch.randint(len(ds), (batch_size,), generator=g)
+    offsets = torch.randint(len(data) - block_size, (batch_size,), generator=g)
     idx = offsets[:, None] + torch.arange(block_size + 1)[None, :]  # (B, T+1)
-    chunk = data[idx]
+    chunk = torch.from_numpy(data[idx.numpy()].astype(np.int64)) if isinstance(data, np.ndarray) else data[idx]
     x, y = chunk[:, :-1], chunk[:, 1:]
     if torch.device(device).type == "cuda":
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)

@@ -1,13 +1,11 @@
 """CIFAR-10: the verified loader (fake and, where the mirror is present, real data) and batch augmentation."""
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
 
 from shared.data.cifar import CIFARConfig, load_cifar10, random_crop_flip
 from shared.data.fetch import DatasetError
+from shared.testing import mirror_has
 
 
 def test_fake_cifar_splits_are_disjoint_normalised_and_shaped(fake_cifar):
@@ -57,10 +55,7 @@ def test_every_crop_is_a_window_of_the_padded_image():
     assert not torch.equal(out, x)  # 5 draws from 81 shifts: some image moved
 
 
-MIRROR = os.environ.get("AIFS_DATA_MIRROR", "")
-
-
-@pytest.mark.skipif(not (Path(MIRROR) / "cifar10").is_dir(), reason="real CIFAR-10 mirror not available")
+@pytest.mark.skipif(not mirror_has("cifar10"), reason="real CIFAR-10 mirror not available")
 def test_real_cifar10_has_the_known_statistics():
     s = load_cifar10(CIFARConfig())
     assert (len(s.train), len(s.val), len(s.test)) == (45000, 5000, 10000)

@@ -1,0 +1,66 @@
+"""Corpora: documents split on the separator, duplicates removed, a seeded split by document, clear errors."""
+
+import pytest
+
+from shared.data.corpus import (
+    CorpusConfig,
+    CorpusError,
+    dedupe,
+    load_corpus,
+    load_documents,
+    split_documents,
+    split_text,
+)
+from shared.testing import mirror_has
+
+
+def test_split_text_strips_and_drops_empty_documents():
+    assert split_text("a b\n\n\n\nc\n\n  \n\nd ", "\n\n", "x") == ["a b", "c", "d"]
+    with pytest.raises(CorpusError, match="empty"):
+        split_text("  \n ", "\n\n", "x")
+    with pytest.raises(CorpusError, match="no '<\\|endoftext\\|>' separator"):
+        split_text("word " * 3000, "<|endoftext|>", "x")
+
+
+def test_dedupe_keeps_the_first_copy_in_order():
+    assert dedupe(["a", "b", "a", "c", "b"]) == (["a", "b", "c"], 2)
+
+
+def test_split_is_by_document_seeded_and_disjoint():
+    docs = [f"doc {i}" for i in range(100)]
+    train, val = split_documents(docs, 0.1, seed=0)
+    assert len(val) == 10
+    assert len(train) == 90
+    assert not set(train) & set(val)
+    assert (train, val) == split_documents(docs, 0.1, seed=0)
+    assert val != split_documents(docs, 0.1, seed=1)[1]
+    with pytest.raises(CorpusError, match="at least 2 documents"):
+        split_documents(["only"], 0.1, 0)
+
+
+def test_a_folder_of_txt_files_is_a_corpus(tmp_path):
+    (tmp_path / "a.txt").write_text("first story")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.txt").write_text("second story<|endoftext|>third story")
+    assert load_documents(CorpusConfig(corpus=str(tmp_path)))[1] == ["first story", "second story<|endoftext|>third story"]
+    docs = load_documents(CorpusConfig(corpus=str(tmp_path), separator="<|endoftext|>"))[1]
+    assert docs == ["first story", "second story", "third story"]
+
+
+def test_bad_corpora_are_clear_errors(tmp_path):
+    with pytest.raises(CorpusError, match="neither a registered text corpus"):
+        load_documents(CorpusConfig(corpus=str(tmp_path / "missing")))
+    with pytest.raises(CorpusError, match="without .txt files"):
+        load_documents(CorpusConfig(corpus=str(tmp_path)))
+    (tmp_path / "empty.txt").write_text("\n\n  ")
+    with pytest.raises(CorpusError, match="empty"):
+        load_documents(CorpusConfig(corpus=str(tmp_path)))
+
+
+@pytest.mark.skipif(not mirror_has("tiny_shakespeare/input.txt"), reason="tiny_shakespeare mirror not available")
+def test_tiny_shakespeare_splits_into_speeches_without_leakage():
+    corpus = load_corpus(CorpusConfig(corpus="tiny_shakespeare"))
+    assert len(corpus.train) + len(corpus.val) > 7000  # ~7.2k speeches
+    assert corpus.n_duplicates > 0  # short speeches ("Ay.", "No.") repeat
+    assert not set(corpus.train) & set(corpus.val)
+    assert corpus.train[0].split("\n")[0].endswith(":")  # a speech starts with its speaker

@@ -1,0 +1,60 @@
+"""Loss and perplexity of a language model on a whole token stream: the fixed, reproducible eval.
+
+The stream is cut into consecutive non-overlapping windows of T + 1 tokens (the last partial one is
+dropped), every target token's negative log-likelihood is *summed*, and the mean is taken once at the end,
+so the result does not depend on the batch size. Perplexity ``exp(mean NLL)`` is the effective number of
+equally likely choices per token: a uniform model over V tokens has perplexity exactly V.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shared.amp import autocast
+
+
+@torch.no_grad()
+def stream_loss(model: nn.Module, data: torch.Tensor | np.ndarray, block_size: int, batch_size: int = 16,
+                precision: str = "fp32", max_tokens: int = 0) -> dict[str, float]:
+    """Mean next-token loss over every window of ``data``.
+
+    Args:
+        model: maps (B, T) ids to logits (B, T, V) or ``(logits, _)``.
+        data: (N,) token stream (tensor, or NumPy array / memmap).
+        max_tokens: evaluate only the first this-many tokens (0 = all).
+
+    Returns:
+        ``{"loss": nats/token, "perplexity": exp(loss), "tokens": predicted tokens}``.
+
+    Raises:
+        ValueError: the stream holds fewer than ``block_size + 1`` tokens.
+    """
+    n = min(len(data), max_tokens) if max_tokens else len(data)
+    n_blocks = (n - 1) // block_size
+    if n_blocks < 1:
+        raise ValueError(f"{n} tokens are too few for one eval window of block_size + 1 = {block_size + 1}")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    starts = np.arange(n_blocks) * block_size
+    for i in range(0, n_blocks, batch_size):
+        idx = starts[i:i + batch_size, None] + np.arange(block_size + 1)[None, :]  # (b, T+1)
+        if isinstance(data, np.ndarray):
+            chunk = torch.from_numpy(data[idx].astype(np.int64))
+        else:
+            chunk = data[torch.from_numpy(idx)].long()
+        chunk = chunk.to(device)
+        with autocast(device, precision):
+            out = model(chunk[:, :-1])
+        logits = (out[0] if isinstance(out, tuple) else out).float()
+        total += F.cross_entropy(logits.flatten(0, 1), chunk[:, 1:].flatten(), reduction="sum").item()
+        count += chunk[:, 1:].numel()
+    model.train(was_training)
+    loss = total / count
+    return {"loss": loss, "perplexity": math.exp(loss), "tokens": count}
