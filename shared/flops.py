@@ -10,6 +10,7 @@ Kaplan et al. 2020, https://arxiv.org/abs/2001.08361) plus the attention score a
 
 from __future__ import annotations
 
+import functools
 import time
 
 import torch
@@ -75,3 +76,16 @@ def measured_matmul_flops(device: torch.device | str = "cpu", dtype: torch.dtype
 def mfu(tokens_per_sec: float, flops_per_token: float, peak: float | None) -> float | None:
     """``tokens_per_sec * flops_per_token / peak`` in [0, 1]; None without a peak."""
     return None if not peak else tokens_per_sec * flops_per_token / peak
+
+
+@functools.cache
+def mfu_peak(device: torch.device, precision: str) -> tuple[float | None, str]:
+    """The denominator of MFU and where it comes from: :func:`peak_flops` on a known GPU; on a CPU the measured
+    fp32 matmul throughput (:func:`measured_matmul_flops`), said so. Measured once per process, so every MFU
+    figure of a run shares one denominator."""
+    device = torch.device(device)
+    peak, source = peak_flops(device, precision)
+    if peak is None and device.type == "cpu":
+        peak = measured_matmul_flops(device)
+        source = f"CPU: measured fp32 1024x1024 matmul, {peak / 1e9:.1f} GFLOP/s (no datasheet peak)"
+    return peak, source

@@ -18,6 +18,7 @@ from shared.amp import grad_scaler
 from shared.atomic import atomic_write_text
 from shared.cli import parse_week_args
 from shared.data.text import random_batch
+from shared.flops import mfu_peak
 from shared.models.gpt import GPT
 from shared.paths import runs_root
 from shared.profiling import peak_memory_gib, reset_peak_memory
@@ -27,7 +28,7 @@ from shared.train.step import train_step
 from shared.train.trainer import resolve_device
 from week04_transformer import config
 from week04_transformer.config import Week04Config
-from week04_transformer.train import CharData, load_data, mfu_peak, model_flops
+from week04_transformer.train import CharData, load_data
 
 
 def _sync(device: torch.device) -> None:
@@ -61,7 +62,7 @@ def bench(cfg: Week04Config, data: CharData) -> tuple[pd.DataFrame, str]:
             _sync(device)
             dt = (time.perf_counter() - t0) / cfg.bench.steps
             tok_s = b * t / dt
-            flops = model_flops(model)
+            flops = model.flops_per_token()
             rows.append({"backend": backend, "compile": compiled, "precision": cfg.train.precision,
                          "micro_batch": b, "block_size": t, "ms_per_step": 1e3 * dt, "tokens_per_sec": tok_s,
                          "tflops_per_sec": tok_s * flops / 1e12, "mfu": tok_s * flops / peak if peak else float("nan"),

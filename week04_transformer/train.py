@@ -6,7 +6,6 @@ and at the last one, from the same prompt and the same noise, so only the model 
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -15,7 +14,7 @@ import pandas as pd
 import torch
 
 from shared.data.text import CharTokenizer, load_text, split_ids
-from shared.flops import gpt_flops_per_token, measured_matmul_flops, peak_flops
+from shared.flops import mfu_peak
 from shared.models.gpt import GPT
 from shared.repro import seed_everything
 from shared.rundir import Run, finish_run, start_run
@@ -73,23 +72,6 @@ def sample_steps(max_steps: int, eval_every: int) -> list[int]:
     return sorted({0, middle, max_steps})
 
 
-def model_flops(model: GPT) -> float:
-    """Training FLOPs per token of ``model`` (``6N + 12·L·H·Q·T``, see :mod:`shared.flops`)."""
-    c = model.cfg
-    return gpt_flops_per_token(model.num_params(), c.n_layer, c.n_head, c.n_embd // c.n_head, c.block_size)
-
-
-@functools.cache
-def mfu_peak(device: torch.device, precision: str) -> tuple[float | None, str]:
-    """The datasheet peak on a known GPU; on a CPU the measured fp32 matmul throughput, said so (measured once
-    per process, so the training rows and the benchmark share one denominator)."""
-    peak, source = peak_flops(device, precision)
-    if peak is None and device.type == "cpu":
-        peak = measured_matmul_flops(device)
-        source = f"CPU: measured fp32 1024x1024 matmul, {peak / 1e9:.1f} GFLOP/s (no datasheet peak)"
-    return peak, source
-
-
 def train(cfg: Week04Config, profile: str, data: CharData, t_start: float | None = None) -> CharLMRun:
     """Build the GPT of ``cfg.model`` and train it (or resume the run of the same config) with ``cfg.train``."""
     cfg.model.vocab_size = data.tokenizer.vocab_size
@@ -106,7 +88,7 @@ def train(cfg: Week04Config, profile: str, data: CharData, t_start: float | None
         if step in points:
             record["sample"] = sample(m, data.tokenizer, cfg.sample, device)
 
-    flops, peak = model_flops(model), mfu_peak(device, cfg.train.precision)
+    flops, peak = model.flops_per_token(), mfu_peak(device, cfg.train.precision)
     logger = MetricLogger(run.dir, run.run_id, cfg.train.seed)
     t0 = time.perf_counter()
     result = train_lm(model, data.train, data.val, cfg.train, cfg.model.block_size, run.dir, logger,

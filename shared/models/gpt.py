@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shared.flops import gpt_flops_per_token
 from shared.nn.attention import BACKENDS, check_backend
 from shared.nn.layers import build_mlp, build_norm
 from shared.nn.mha import CausalSelfAttention, check_heads
@@ -130,6 +131,11 @@ class GPT(nn.Module):
             if not self.cfg.tie_weights:
                 n -= self.lm_head.weight.numel()
         return n
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token at full context, ``6N + 12·L·H·Q·T`` (see :mod:`shared.flops`)."""
+        c = self.cfg
+        return gpt_flops_per_token(self.num_params(), c.n_layer, c.n_head, c.n_embd // c.n_head, c.block_size)
 
     def set_attn_backend(self, backend: str) -> None:
         """Switch every block between the ``manual`` and ``torch`` attention (same weights)."""

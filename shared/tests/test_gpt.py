@@ -114,3 +114,8 @@ def test_bad_configs_are_clear_errors():
         _gpt()(_ids(t=17))
     with pytest.raises(ValueError, match="temperature"):
         _gpt().generate(_ids(t=2), 1, temperature=-1)
+
+
+def test_flops_per_token_is_6n_plus_the_attention_term():
+    m = _gpt()
+    assert m.flops_per_token() == 6 * m.num_params() + 12 * 2 * 2 * 8 * 16  # L=2, H=2, Q=16/2, T=16
