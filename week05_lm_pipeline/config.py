@@ -47,6 +47,7 @@ class CheckConfig:
     """Thresholds of the week's checks."""
 
     roundtrip_docs: int = 1000  # val documents that must survive decode(encode(x)) exactly
+    sample_known_words: float = 0.6  # share of the sample's words that must occur in the training text
     time_budget_s: float = 1200.0  # the whole pipeline, seconds
 
 

@@ -133,9 +133,15 @@ class GPT(nn.Module):
         return n
 
     def flops_per_token(self) -> float:
-        """Training FLOPs per token at full context, ``6N + 12·L·H·Q·T`` (see :mod:`shared.flops`)."""
+        """Training FLOPs per token at full context, ``6N + 12·L·H·Q·T`` (see :mod:`shared.flops`).
+
+        N counts every matmul weight, the LM head included (with tied weights, the token-embedding matrix is a
+        real (C, V) matmul per token), but not the learned position table (a lookup): nanoGPT's ``estimate_mfu``
+        convention, under which GPT-2 small is N = 124M.
+        """
         c = self.cfg
-        return gpt_flops_per_token(self.num_params(), c.n_layer, c.n_head, c.n_embd // c.n_head, c.block_size)
+        n = self.num_params(non_embedding=False) - (self.wpe.weight.weight.numel() if self.wpe is not None else 0)
+        return gpt_flops_per_token(n, c.n_layer, c.n_head, c.n_embd // c.n_head, c.block_size)
 
     def set_attn_backend(self, backend: str) -> None:
         """Switch every block between the ``manual`` and ``torch`` attention (same weights)."""

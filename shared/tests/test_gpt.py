@@ -118,4 +118,5 @@ def test_bad_configs_are_clear_errors():
 
 def test_flops_per_token_is_6n_plus_the_attention_term():
     m = _gpt()
-    assert m.flops_per_token() == 6 * m.num_params() + 12 * 2 * 2 * 8 * 16  # L=2, H=2, Q=16/2, T=16
+    n = m.num_params() + 11 * 16  # the non-embedding weights + the tied LM head (V x C); not the position table
+    assert m.flops_per_token() == 6 * n + 12 * 2 * 2 * 8 * 16  # L=2, H=2, Q=16/2, T=16

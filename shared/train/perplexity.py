@@ -58,3 +58,16 @@ def stream_loss(model: nn.Module, data: torch.Tensor | np.ndarray, block_size: i
     model.train(was_training)
     loss = total / count
     return {"loss": loss, "perplexity": math.exp(loss), "tokens": count}
+
+
+def unigram_loss(train: np.ndarray | torch.Tensor, val: np.ndarray | torch.Tensor, vocab_size: int) -> dict[str, float]:
+    """The baseline a language model must beat: predict every token with its training frequency, ignoring
+    context (add-one smoothed so unseen tokens get a finite loss).
+
+    Returns:
+        ``{"loss": nats/token on val, "perplexity": exp(loss)}``.
+    """
+    counts = np.bincount(np.asarray(train, dtype=np.int64), minlength=vocab_size).astype(np.float64) + 1.0
+    log_p = np.log(counts / counts.sum())
+    loss = float(-log_p[np.asarray(val, dtype=np.int64)].mean())
+    return {"loss": loss, "perplexity": math.exp(loss)}

@@ -1,0 +1,73 @@
+"""``python -m week05_lm_pipeline [--profile smoke|cpu|gpu] [key=value ...]`` (``make week05``).
+
+The pre-training pipeline end to end: corpus -> BPE tokenizer -> packed memmaps -> GPT training -> perplexity
+on the fixed val set -> a sample from the final checkpoint -> the weekly log. Stages whose verified outputs
+exist are skipped (the log says which), so running it again resumes rather than redoes.
+"""
+
+from __future__ import annotations
+
+import time
+
+T_START = time.perf_counter()  # "since process start" counts from here (before the heavy imports)
+
+import sys  # noqa: E402
+
+from shared.cli import command_line, parse_week_args  # noqa: E402
+from shared.data.corpus import load_corpus  # noqa: E402
+from shared.data.pack import open_token_file  # noqa: E402
+from shared.report import WeeklyLog, log_dir  # noqa: E402
+from shared.repro import environment  # noqa: E402
+from shared.train.perplexity import stream_loss, unigram_loss  # noqa: E402
+from week05_lm_pipeline import config, report, stages  # noqa: E402
+from week05_lm_pipeline.eval import evaluate_checkpoint  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    t0 = T_START if argv is None else time.perf_counter()  # tests call main() long after the import
+    profile, overrides = parse_week_args("week05_lm_pipeline", __doc__.splitlines()[0], argv)
+    cfg = config.load(profile, overrides)
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    corpus = load_corpus(cfg.data)
+    timings["corpus"] = time.perf_counter() - t
+    tok_out = stages.tokenizer_stage(cfg, corpus)
+    timings["tokenizer"] = tok_out.seconds
+    packed = stages.pack_stage(cfg, corpus, tok_out.tokenizer)
+    timings["pack"] = packed.seconds
+    t = time.perf_counter()
+    trained = stages.train_stage(cfg, profile, tok_out, packed, t0)
+    t_trained = time.perf_counter()
+    timings["train"] = t_trained - t
+
+    t = time.perf_counter()
+    best = trained.result.checkpoints["best"]
+    ev = [evaluate_checkpoint(str(best), batch_size=b, max_tokens=cfg.eval.max_tokens, device=cfg.train.device)
+          for b in (cfg.eval.batch_size, cfg.eval.batch_size, 1)]
+    train_stream, _ = open_token_file(packed.dir / "train.bin")
+    val_stream, _ = open_token_file(packed.dir / "val.bin")
+    n_eval = cfg.eval.max_tokens or len(val_stream)
+    unigram = unigram_loss(train_stream, val_stream[:n_eval], cfg.model.vocab_size)
+    final_model = trained.model
+    last_ckpt = stream_loss(final_model, val_stream, cfg.model.block_size, cfg.eval.batch_size,
+                            max_tokens=cfg.eval.max_tokens)
+    timings["eval"] = time.perf_counter() - t
+    sample = report.sample(final_model, tok_out.tokenizer, cfg.sample)
+
+    log = WeeklyLog("week05", "Week 05 — the pre-training pipeline: tokenize → pack → train → perplexity → checkpoint",
+                    log_dir("week05", profile))
+    timings["total"] = time.perf_counter() - t0
+    log.header(environment(), profile, command_line("week05_lm_pipeline", profile, overrides),
+               {"wall clock (s)": f"{timings['total']:.1f}", "device": str(next(final_model.parameters()).device)})
+    report.build_log(log, cfg, {
+        "corpus": corpus, "tokenizer": tok_out, "packed": packed, "trained": trained, "evals": ev,
+        "final_eval": last_ckpt, "unigram": unigram, "sample": sample, "timings": timings,
+        # a resumed run's training time is summed over its processes (in the evals), plus this process's rest
+        "end_to_end_s": trained.result.evals[-1]["wall_s"] + time.perf_counter() - t_trained,
+    })
+    return log.finish(timings["total"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Week 5's log: corpus and tokenizer, packing, training curves, perplexity against the unigram baseline, a sample."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from shared.data.tokenizer import BPETokenizer  # noqa: E402
+from shared.models.gpt import GPT  # noqa: E402
+from shared.report import WeeklyLog  # noqa: E402
+from week05_lm_pipeline.config import SampleConfig, Week05Config  # noqa: E402
+
+WORD = re.compile(r"[A-Za-z]+")
+
+
+def sample(model: GPT, tok: BPETokenizer, cfg: SampleConfig) -> str:
+    """``cfg.max_new_tokens`` tokens after BOS + ``cfg.prompt``, seeded. The model may end a document (EOS) and
+    start another (BOS): documents are shown separated by a blank line."""
+    device = next(model.parameters()).device
+    idx = torch.tensor([[tok.bos_id, *tok.encode(cfg.prompt)]], device=device)
+    g = torch.Generator(device=device).manual_seed(cfg.seed)
+    out = model.generate(idx, cfg.max_new_tokens, cfg.temperature, cfg.top_k or None, generator=g)[0, 1:].tolist()
+    docs, current = [], []
+    for i in out:
+        if i in (tok.bos_id, tok.eos_id):
+            docs.append(current)
+            current = []
+        else:
+            current.append(i)
+    return "\n\n".join(tok.decode(d) for d in [*docs, current] if d)
+
+
+def known_word_share(text: str, vocabulary: set[str]) -> float:
+    """Share of the words of ``text`` that occur in ``vocabulary`` (lower-case letters only)."""
+    words = [w.lower() for w in WORD.findall(text)]
+    return sum(w in vocabulary for w in words) / len(words) if words else 0.0
+
+
+def bits_per_byte(loss: float, tokens: int, utf8_bytes: int) -> float:
+    """Nats per token -> bits per byte of text: comparable across tokenizers (and with a char model)."""
+    return loss * tokens / (utf8_bytes * math.log(2))
+
+
+def plot_curves(metrics: pd.DataFrame, unigram: float):
+    tr, va = metrics[metrics.phase == "train"], metrics[metrics.phase == "val"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(tr.step, tr.loss, lw=0.8, alpha=0.6, label="train (batch)")
+    ax.plot(va.step, va.loss, "s-", label="val (estimate)")
+    ax.axhline(unigram, color="grey", ls="--", lw=0.8, label="unigram baseline (val)")
+    ax.set(xlabel="step", ylabel="loss (nats/token)", title="GPT pre-training")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def build_log(log: WeeklyLog, cfg: Week05Config, r: dict[str, Any]) -> None:
+    """Every section and check of the week."""
+    corpus, tk, packed, trained = r["corpus"], r["tokenizer"], r["packed"], r["trained"]
+    tok, c, t = tk.tokenizer, cfg.model, cfg.train
+    log.section("Stages", "Each stage is skipped when its verified output already exists.")
+    log.table(pd.DataFrame([
+        {"stage": "tokenizer", "output": f"`{tk.path.name}`", "skipped (verified output found)": tk.skipped,
+         "seconds": round(tk.seconds, 1)},
+        {"stage": "pack", "output": f"`{packed.dir.name}/{{train,val}}.bin`", "skipped (verified output found)": packed.skipped,
+         "seconds": round(packed.seconds, 1)},
+        {"stage": "train", "output": f"`{trained.run_id}`", "skipped (verified output found)": trained.skipped,
+         "seconds": round(r["timings"]["train"], 1)},
+    ]), "stages")
+    log.section("Corpus and tokenizer", (
+        f"`{corpus.name}`: {len(corpus.train):,} training and {len(corpus.val):,} val documents after removing "
+        f"{corpus.n_duplicates:,} exact duplicates; the split is by document (seed {cfg.data.split_seed}), so no val "
+        f"document is in training. BPE (sentencepiece, byte fallback, no normalisation) with {tok.vocab_size:,} ids "
+        f"(BOS {tok.bos_id}, EOS {tok.eos_id}, PAD {tok.pad_id}), trained on the training documents only: "
+        f"{tk.chars_per_token:.2f} characters per token on val."))
+    stats = pd.DataFrame([{"split": k, "documents": v.documents, "tokens": v.tokens, "tokens before packing": v.tokens_before,
+                           "BOS found": v.bos_count, "UTF-8 bytes": v.utf8_bytes,
+                           f"naive padding at T={c.block_size}": f"{v.naive_padding:.1%}", "packed padding": "0.0%"}
+                          for k, v in packed.splits.items()])
+    log.table(stats, "packing", "Packed streams (concatenate-and-chunk) vs one padded row per document")
+    log.config(cfg)
+    m = pd.read_csv(trained.run_dir / "metrics.csv")
+    log.section("Training", (
+        f"GPT {c.n_layer} x {c.n_embd} (heads {c.n_head}, context {c.block_size}, vocab {c.vocab_size} = "
+        f"{tok.vocab_size} padded to a multiple of {cfg.data.pad_vocab_to}): {trained.model.num_params():,} "
+        f"non-embedding parameters. AdamW, lr {t.lr:g}, {t.warmup_steps} warm-up steps, cosine to {t.min_lr:g}, "
+        f"clip {t.grad_clip}, {t.precision}{', compiled' if t.compile else ''}; {t.max_steps:,} steps of "
+        f"{t.micro_batch} x {t.grad_accum_steps} x {c.block_size} tokens. Median {trained.tokens_per_sec:,.0f} tokens/s"
+        + (f", MFU {trained.mfu:.1%} ({trained.mfu_source})" if trained.mfu is not None else "")
+        + f"; peak memory {trained.peak_mem_gib:.2f} GiB."))
+    log.plot(plot_curves(m, r["unigram"]["loss"]), "loss_curves", "Training loss and val estimates, nats per token")
+    ev, val = r["evals"], packed.splits["val"]
+    n_tok = ev[0]["tokens"]
+    bpb = bits_per_byte(ev[0]["loss"], val.tokens, val.utf8_bytes)
+    log.section("Perplexity on the fixed val set", (
+        f"`python -m week05_lm_pipeline.eval {trained.run_dir.name}/checkpoints/best.pt`: every window of the val "
+        f"stream in order ({n_tok:,} predicted tokens)."))
+    log.table(pd.DataFrame([
+        {"model": "unigram (training frequencies)", "val loss (nats/token)": round(r["unigram"]["loss"], 4),
+         "perplexity": round(r["unigram"]["perplexity"], 2),
+         "bits per byte": round(bits_per_byte(r["unigram"]["loss"], val.tokens, val.utf8_bytes), 4)},
+        {"model": "GPT, best checkpoint", "val loss (nats/token)": round(ev[0]["loss"], 4),
+         "perplexity": round(ev[0]["perplexity"], 2), "bits per byte": round(bpb, 4)},
+        {"model": "GPT, final weights", "val loss (nats/token)": round(r["final_eval"]["loss"], 4),
+         "perplexity": round(r["final_eval"]["perplexity"], 2), "bits per byte": ""},
+    ]), "perplexity", "Val perplexity against the unigram baseline")
+    log.section("Sample", f"From the final weights, BOS + {cfg.sample.prompt!r}, temperature {cfg.sample.temperature}, "
+                          f"top-k {cfg.sample.top_k}:\n\n```text\n{r['sample'].strip()}\n```")
+    log.section("Timings", "")
+    log.table(pd.DataFrame([{"stage": k, "seconds": round(v, 1)} for k, v in r["timings"].items()]), "timings")
+
+    edge = "and every edge case (whitespace, CRLF, unicode, control characters)" if tk.edge_cases_ok else "; an EDGE CASE FAILED"
+    log.check("tokenizer round trip", tk.roundtrip_ok == tk.roundtrip_n and tk.edge_cases_ok,
+              f"{tk.roundtrip_ok}/{tk.roundtrip_n} val documents {edge}", "decode(encode(x)) == x for all")
+    lost = {k: v.tokens_before - v.tokens for k, v in packed.splits.items()}
+    framed = all(v.bos_count == v.documents for v in packed.splits.values())
+    log.check("packing loses no token", all(d == 0 for d in lost.values()) and framed,
+              ", ".join(f"{k}: {v.tokens_before:,} before, {v.tokens:,} after, {v.bos_count:,} BOS for {v.documents:,} "
+                        f"documents" for k, v in packed.splits.items()), "equal counts; one BOS per document")
+    rel = abs(ev[2]["loss"] - ev[0]["loss"]) / ev[0]["loss"]
+    log.check("perplexity is reproducible", ev[0]["loss"] == ev[1]["loss"] and rel <= 1e-4,
+              f"two calls: {ev[0]['loss']:.6f} and {ev[1]['loss']:.6f}; batch {cfg.eval.batch_size} vs 1: relative "
+              f"difference {rel:.1e}", "identical twice; ≤ 1e-4 relative across batch sizes")
+    log.check("throughput and memory recorded", trained.tokens_per_sec > 0 and trained.peak_mem_gib > 0,
+              f"{trained.tokens_per_sec:,.0f} tokens/s, peak {trained.peak_mem_gib:.2f} GiB", "both measured")
+    log.check("beats the unigram baseline", ev[0]["perplexity"] < r["unigram"]["perplexity"],
+              f"perplexity {ev[0]['perplexity']:.1f} vs unigram {r['unigram']['perplexity']:.1f}", "lower")
+    vocabulary = {w.lower() for d in corpus.train for w in WORD.findall(d)}
+    share = known_word_share(r["sample"], vocabulary)
+    log.check("the sample is made of real words", share >= cfg.check.sample_known_words,
+              f"{share:.0%} of its {len(WORD.findall(r['sample']))} words occur in the training text",
+              f"≥ {cfg.check.sample_known_words:.0%}")
+    total = r["end_to_end_s"]
+    log.check("time budget", total <= cfg.check.time_budget_s, f"{total:.0f} s end to end",
+              f"≤ {cfg.check.time_budget_s:.0f} s")

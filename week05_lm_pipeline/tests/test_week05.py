@@ -1,0 +1,88 @@
+"""Week 5: profiles, stages that skip verified outputs and redo broken ones, the eval CLI's errors, the whole pipeline."""
+
+import json
+
+import pytest
+
+from shared.checkpoint import CheckpointError
+from shared.config import ConfigError
+from shared.data.corpus import load_corpus
+from shared.data.tokenizer import train_bpe
+from shared.testing import fake_documents
+from week05_lm_pipeline import config, stages
+from week05_lm_pipeline.__main__ import main
+from week05_lm_pipeline.eval import evaluate_checkpoint
+from week05_lm_pipeline.eval import main as eval_main
+
+LINES = ["to be or not to be, that is the question.", "all the world's a stage, and all the men merely players.",
+         "the quick brown fox jumps over the lazy dog.", "now is the winter of our discontent."]
+
+
+@pytest.fixture
+def corpus_dir(tmp_path, aifs_dirs):
+    """A folder corpus of 120 small documents built from a few fixed lines (learnable in a few steps)."""
+    d = tmp_path / "corpus"
+    d.mkdir()
+    for i in range(4):
+        docs = [" ".join(LINES[(j + k) % 4] for k in range(1 + j % 3)) for j in range(i * 30, i * 30 + 30)]
+        docs = [f"{doc} ({i * 30 + n})" for n, doc in enumerate(docs)]  # distinct documents
+        (d / f"part{i}.txt").write_text("\n<|sep|>\n".join(docs))
+    return d
+
+
+def _overrides(corpus_dir):
+    return [f"data.corpus={corpus_dir}", "data.separator=<|sep|>", "data.vocab_size=400", "model.block_size=16",
+            "train.max_steps=60", "train.eval_every=30", "eval.max_tokens=0", "check.roundtrip_docs=50"]
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
+def test_every_profile_loads(profile):
+    cfg = config.load(profile)
+    assert cfg.model.n_embd % cfg.model.n_head == 0
+
+
+def test_the_gpu_profile_is_gpt2_small_on_tinystories():
+    cfg = config.load("gpu")
+    m = cfg.model
+    assert (m.n_layer, m.n_head, m.n_embd, m.block_size, m.attn_backend) == (12, 12, 768, 1024, "torch")
+    assert (cfg.train.precision, cfg.train.compile, cfg.data.corpus) == ("bf16", True, "tinystories")
+    with pytest.raises(ConfigError, match="vocab_sise"):
+        config.load("gpu", ["data.vocab_sise=8"])
+
+
+def test_stages_skip_verified_outputs_and_redo_broken_ones(corpus_dir):
+    cfg = config.load("smoke", _overrides(corpus_dir))
+    corpus = load_corpus(cfg.data)
+    assert len(corpus.train) + len(corpus.val) == 120
+    first = stages.tokenizer_stage(cfg, corpus)
+    assert not first.skipped
+    assert first.roundtrip_ok == first.roundtrip_n == 12  # 10% of 120 documents
+    assert first.edge_cases_ok
+    again = stages.tokenizer_stage(cfg, corpus)
+    assert again.skipped
+    assert again.tokenizer.sha256 == first.tokenizer.sha256
+    packed = stages.pack_stage(cfg, corpus, first.tokenizer)
+    assert not packed.skipped
+    assert all(s.tokens == s.tokens_before and s.bos_count == s.documents for s in packed.splits.values())
+    assert stages.pack_stage(cfg, corpus, first.tokenizer).skipped
+    val = packed.dir / "val.bin"
+    val.write_bytes(val.read_bytes()[:-2])  # truncated: the stage must notice and pack again
+    redone = stages.pack_stage(cfg, corpus, first.tokenizer)
+    assert not redone.skipped
+    assert redone.splits["val"].tokens == packed.splits["val"].tokens
+
+
+def test_the_whole_pipeline_passes_its_checks_and_the_eval_cli_agrees(corpus_dir, aifs_dirs, capsys):
+    assert main(["--profile", "smoke", *_overrides(corpus_dir)]) == 0
+    log = (aifs_dirs["runs"] / "week05" / "smoke" / "log" / "week05.md").read_text()
+    assert "## Checks: 7/7 PASS" in log
+    best = next((aifs_dirs["runs"] / "week05" / "smoke").glob("gpt-*/checkpoints/best.pt"))
+    capsys.readouterr()
+    assert eval_main([str(best), "--batch-size", "3"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert cli == evaluate_checkpoint(str(best), batch_size=3)
+    assert cli["perplexity"] > 1.0
+    other = aifs_dirs["models"] / "other.model"
+    train_bpe(fake_documents(300), vocab_size=500).save(other)
+    with pytest.raises(CheckpointError, match="trained with a 448-id vocabulary"):
+        evaluate_checkpoint(str(best), tokenizer=str(other))
