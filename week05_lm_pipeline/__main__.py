@@ -19,7 +19,7 @@ from shared.data.pack import open_token_file  # noqa: E402
 from shared.report import WeeklyLog, log_dir  # noqa: E402
 from shared.repro import environment  # noqa: E402
 from shared.train.perplexity import stream_loss, unigram_loss  # noqa: E402
-from week05_lm_pipeline import config, report, stages  # noqa: E402
+from week05_lm_pipeline import config, experiments, report, stages  # noqa: E402
 from week05_lm_pipeline.eval import evaluate_checkpoint  # noqa: E402
 
 
@@ -54,6 +54,16 @@ def main(argv: list[str] | None = None) -> int:
                             max_tokens=cfg.eval.max_tokens)
     timings["eval"] = time.perf_counter() - t
     sample = report.sample(final_model, tok_out.tokenizer, cfg.sample)
+    sha = tok_out.tokenizer.sha256
+    t = time.perf_counter()
+    bench = experiments.bench_grid(cfg, profile, packed, sha)
+    timings["throughput grid"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ablation = experiments.stabilisation_ablation(cfg, profile, packed, sha)
+    timings["stabilisation ablation"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ladder, tuning = experiments.ladder(cfg, profile, packed, sha)
+    timings["modernisation ladder"] = time.perf_counter() - t
 
     log = WeeklyLog("week05", "Week 05 — the pre-training pipeline: tokenize → pack → train → perplexity → checkpoint",
                     log_dir("week05", profile))
@@ -62,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                {"wall clock (s)": f"{timings['total']:.1f}", "device": str(next(final_model.parameters()).device)})
     report.build_log(log, cfg, {
         "corpus": corpus, "tokenizer": tok_out, "packed": packed, "trained": trained, "evals": ev,
-        "final_eval": last_ckpt, "unigram": unigram, "sample": sample, "timings": timings,
+        "final_eval": last_ckpt, "unigram": unigram, "sample": sample, "timings": timings, "bench": bench,
+        "ablation": ablation, "ladder": ladder, "tuning": tuning,
         # a resumed run's training time is summed over its processes (in the evals), plus this process's rest
         "end_to_end_s": trained.result.evals[-1]["wall_s"] + time.perf_counter() - t_trained,
     })

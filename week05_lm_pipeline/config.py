@@ -52,6 +52,52 @@ class CheckConfig:
 
 
 @dataclass
+class ShortRunConfig:
+    """The small model and budget shared by every run of the ablation and the ladder (same token budget each)."""
+
+    n_layer: int = 2
+    n_head: int = 2
+    n_embd: int = 64
+    block_size: int = 64
+    max_steps: int = 300  # steps per run
+    micro_batch: int = 16
+    eval_every: int = 100
+    eval_iters: int = 5
+    eval_tokens: int = 20000  # final loss on the first N tokens of val.bin, every window (fixed set)
+
+
+@dataclass
+class AblationConfig:
+    """Stabilisation: warm-up, clipping and accumulation varied one at a time, plus a too-high lr with and
+    without them."""
+
+    warmup_steps: int = 50  # the "with warm-up" setting (0 is "without")
+    grad_clip: float = 1.0  # the "with clipping" setting (0 is "without")
+    accum_k: int = 4  # accumulation steps at an equal global batch (micro_batch / k per micro-batch)
+    high_lr: float = 0.01  # deliberately too high (10x the default train.lr)
+
+
+@dataclass
+class LadderConfig:
+    """The modernisation ladder: from SGD + constant lr + LayerNorm + learned positions, one change per rung."""
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    sgd_lr: float = 0.1  # the baseline's SGD (momentum 0.9) learning rate
+    tuned_lrs: list[float] = field(default_factory=lambda: [2e-3, 4e-3])  # tried on the first seed for the last rung
+    margin: float = 0.05  # nats/token the best rung must beat the baseline by
+
+
+@dataclass
+class BenchConfig:
+    """Throughput and memory over a grid of sequence lengths x micro-batch sizes (timed training steps)."""
+
+    seq_lens: list[int] = field(default_factory=lambda: [64, 128, 256])
+    micro_batches: list[int] = field(default_factory=lambda: [4, 16])
+    steps: int = 5
+    warmup: int = 2
+
+
+@dataclass
 class Week05Config:
     """Top level of ``configs/pipeline.yaml``."""
 
@@ -61,6 +107,10 @@ class Week05Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
+    short: ShortRunConfig = field(default_factory=ShortRunConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
+    ladder: LadderConfig = field(default_factory=LadderConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
 
 
 @dataclass

@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
@@ -17,6 +18,7 @@ from shared.data.tokenizer import BPETokenizer  # noqa: E402
 from shared.models.gpt import GPT  # noqa: E402
 from shared.report import WeeklyLog  # noqa: E402
 from week05_lm_pipeline.config import SampleConfig, Week05Config  # noqa: E402
+from week05_lm_pipeline.experiments import ShortRun  # noqa: E402
 
 WORD = re.compile(r"[A-Za-z]+")
 
@@ -56,6 +58,73 @@ def plot_curves(metrics: pd.DataFrame, unigram: float):
     ax.plot(va.step, va.loss, "s-", label="val (estimate)")
     ax.axhline(unigram, color="grey", ls="--", lw=0.8, label="unigram baseline (val)")
     ax.set(xlabel="step", ylabel="loss (nats/token)", title="GPT pre-training")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _loss(run: ShortRun) -> str:
+    return f"{run.final_loss:.4f}" if run.final_loss is not None else f"diverged at step {run.diverged_at}"
+
+
+def ablation_table(runs: list[ShortRun]) -> pd.DataFrame:
+    return pd.DataFrame([{"variant": x.name, "settings": x.settings, "val loss": _loss(x),
+                          "max train loss": round(x.max_train_loss, 3), "seconds": round(x.train_time_s, 1)} for x in runs])
+
+
+def stabilisers(runs: list[ShortRun]) -> tuple[bool, str]:
+    """Whether warm-up + clipping rescued the too-high lr, and a sentence naming what the ablation shows."""
+    by = {x.name: x for x in runs}
+    safe, bare, base = by["high lr, stabilised"], by["high lr, unprotected"], by["baseline"]
+    bare_loss = float("inf") if bare.final_loss is None else bare.final_loss
+    rescued = safe.final_loss is not None and safe.final_loss < bare_loss
+    parts = [f"At the too-high lr, warm-up + clipping {'helped' if rescued else 'did NOT help'}: val loss "
+             f"{_loss(safe)} with them against {_loss(bare)} without."]
+    for name in ("no warm-up", "no clipping"):
+        x = by[name]
+        if x.final_loss is not None and base.final_loss is not None:
+            parts.append(f"At the normal lr, {name} changes the val loss by {x.final_loss - base.final_loss:+.4f}.")
+    accum = next(x for x in runs if x.name.startswith("accumulation"))
+    if accum.final_loss is not None and base.final_loss is not None:
+        parts.append(f"{accum.name} at the same global batch: {accum.final_loss - base.final_loss:+.4f} "
+                     "(the same optimisation, computed in smaller pieces).")
+    return rescued, " ".join(parts)
+
+
+def ladder_table(runs: list[ShortRun]) -> pd.DataFrame:
+    rows, prev, base = [], None, None
+    for name in dict.fromkeys(x.name for x in runs):
+        rr = [x for x in runs if x.name == name]
+        losses = [x.final_loss for x in rr if x.final_loss is not None]
+        mean = float(np.mean(losses)) if len(losses) == len(rr) else float("nan")
+        base = mean if base is None else base
+        rows.append({"rung": name, "change": rr[0].settings, "val loss (mean)": round(mean, 4),
+                     "per seed": ", ".join(_loss(x) for x in rr), "vs previous": "" if prev is None else round(mean - prev, 4),
+                     "vs baseline": round(mean - base, 4)})
+        prev = mean
+    return pd.DataFrame(rows)
+
+
+def plot_ladder(table: pd.DataFrame, runs: list[ShortRun]):
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    ax.bar(range(len(table)), table["val loss (mean)"], color="tab:blue", alpha=0.7)
+    for i, name in enumerate(table.rung):
+        ys = [x.final_loss for x in runs if x.name == name and x.final_loss is not None]
+        ax.plot([i] * len(ys), ys, "k.", ms=6)
+    ax.set_xticks(range(len(table)), table.rung, rotation=20, ha="right")
+    lo, hi = table["val loss (mean)"].min(), table["val loss (mean)"].max()
+    ax.set_ylim(lo - 0.2 * (hi - lo + 0.05), hi + 0.1 * (hi - lo + 0.05))
+    ax.set(ylabel="val loss (nats/token)", title="Modernisation ladder (bars: mean; dots: seeds)")
+    ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
+def plot_bench(bench: pd.DataFrame):
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for (b, compiled), g in bench.groupby(["micro_batch", "compile"]):
+        ax.plot(g.seq_len, g.tokens_per_sec, "o-", label=f"micro-batch {b}{' (compiled)' if compiled else ''}")
+    ax.set(xlabel="sequence length T", ylabel="tokens/s", title="Training throughput", xscale="log")
+    ax.set_xticks(sorted(bench.seq_len.unique()), [str(t) for t in sorted(bench.seq_len.unique())])
     ax.legend()
     ax.grid(alpha=0.3)
     return fig
@@ -113,6 +182,25 @@ def build_log(log: WeeklyLog, cfg: Week05Config, r: dict[str, Any]) -> None:
     ]), "perplexity", "Val perplexity against the unigram baseline")
     log.section("Sample", f"From the final weights, BOS + {cfg.sample.prompt!r}, temperature {cfg.sample.temperature}, "
                           f"top-k {cfg.sample.top_k}:\n\n```text\n{r['sample'].strip()}\n```")
+    bench, source = r["bench"]
+    log.section("Throughput and memory", f"The main model, {cfg.bench.steps} timed training steps per setting after "
+                                         f"{cfg.bench.warmup} warm-up steps, {t.precision}. MFU against: {source}.")
+    log.table(bench.round(4), "bench", "Throughput and peak memory per (sequence length, micro-batch)")
+    log.plot(plot_bench(bench), "bench", "tokens/s against sequence length")
+    sh = cfg.short
+    budget = f"{sh.n_layer} layers x {sh.n_embd} wide, T = {sh.block_size}, {sh.max_steps} steps of {sh.micro_batch} x {sh.block_size} tokens"
+    log.section("Stabilisation ablation", f"Short runs ({budget}, seed {cfg.ladder.seeds[0]}); val loss on the first "
+                                          f"{sh.eval_tokens:,} val tokens, every window.")
+    log.table(ablation_table(r["ablation"]), "ablation", "One setting changed per row")
+    rescued, notes = stabilisers(r["ablation"])
+    log.text(notes)
+    lt = ladder_table(r["ladder"])
+    log.section("Modernisation ladder", f"One change per rung, each rung on seeds {list(cfg.ladder.seeds)} with the same "
+                                        f"budget ({budget}). The last rung's lr is the best of {cfg.train.lr:g} and "
+                                        f"{', '.join(f'{x:g}' for x in cfg.ladder.tuned_lrs)} on seed {cfg.ladder.seeds[0]}.")
+    log.table(lt, "ladder", "Val loss per rung (nats/token)")
+    log.table(ablation_table(r["tuning"]), "lr_tuning", "lr candidates for the last rung (seed 0)")
+    log.plot(plot_ladder(lt, r["ladder"]), "ladder", "Modernisation ladder")
     log.section("Timings", "")
     log.table(pd.DataFrame([{"stage": k, "seconds": round(v, 1)} for k, v in r["timings"].items()]), "timings")
 
@@ -137,6 +225,14 @@ def build_log(log: WeeklyLog, cfg: Week05Config, r: dict[str, Any]) -> None:
     log.check("the sample is made of real words", share >= cfg.check.sample_known_words,
               f"{share:.0%} of its {len(WORD.findall(r['sample']))} words occur in the training text",
               f"≥ {cfg.check.sample_known_words:.0%}")
+    log.check("the ablation names the stabilising settings", rescued, notes.split(". ")[0] + ".",
+              "at the too-high lr, warm-up + clipping end lower than (or survive where) the unprotected run")
+    best = lt.iloc[1:]["val loss (mean)"].idxmin()
+    gain = lt["val loss (mean)"].iloc[0] - lt["val loss (mean)"].iloc[best]
+    log.check("the ladder beats its baseline", gain >= cfg.ladder.margin and gain > 0,
+              f"best rung '{lt.rung.iloc[best]}' {lt['val loss (mean)'].iloc[best]:.4f} vs baseline "
+              f"{lt['val loss (mean)'].iloc[0]:.4f}: {gain:.4f} nats/token lower (mean of {len(cfg.ladder.seeds)} seeds)",
+              f"lower by ≥ {cfg.ladder.margin} nats/token (and by more than 0)")
     total = r["end_to_end_s"]
     log.check("time budget", total <= cfg.check.time_budget_s, f"{total:.0f} s end to end",
               f"≤ {cfg.check.time_budget_s:.0f} s")

@@ -10,7 +10,7 @@ from shared.flops import gpt_flops_per_token, mfu, peak_flops
 from shared.models.gpt import GPT, GPTConfig
 from shared.tracking import MetricLogger
 from shared.train.lm import LMTrainConfig, adamw_param_groups, lm_loss, lr_at, train_lm
-from shared.train.step import train_step
+from shared.train.step import NonFiniteLossError, train_step
 
 TINY = GPTConfig(vocab_size=8, block_size=8, n_layer=1, n_head=2, n_embd=16)
 
@@ -114,3 +114,14 @@ def test_flops_per_token_and_mfu():
     assert mfu(1000.0, 1e9, 1e13) == pytest.approx(0.1)
     assert mfu(1000.0, 1e9, None) is None
     assert peak_flops("cpu", "bf16")[0] is None
+
+
+def test_a_divergent_run_stops_with_its_step_and_keeps_its_metrics(tmp_path):
+    cfg = _cfg(optimizer="sgd", lr=1e8, warmup_steps=0, grad_clip=0.0, max_steps=50, eval_every=50)
+    with pytest.raises(NonFiniteLossError, match=r"^step \d+: training loss is") as info:
+        _train(tmp_path, cfg)
+    assert 0 < info.value.step < 50
+    rows = pd.read_csv(tmp_path / "metrics.csv")
+    assert rows[rows.phase == "train"].step.max() == info.value.step  # every step before the divergence
+    with pytest.raises(ValueError, match="adamw, sgd"):
+        _train(tmp_path / "x", _cfg(optimizer="lion"))

@@ -38,6 +38,8 @@ class LMTrainConfig:
     max_steps: int = 5000  # optimizer steps
     micro_batch: int = 64  # sequences per forward pass (B)
     grad_accum_steps: int = 1  # micro-batches per optimizer step: tokens/step = micro_batch x this x block_size
+    optimizer: str = "adamw"  # "adamw" or "sgd" (momentum; the baseline of week 5's ladder)
+    momentum: float = 0.9  # SGD only
     lr: float = 1e-3  # peak learning rate (after warm-up)
     min_lr: float = 1e-4  # the cosine decays to this at max_steps
     warmup_steps: int = 100  # linear warm-up from lr/warmup_steps
@@ -89,11 +91,20 @@ def adamw_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_adamw(model: nn.Module, cfg: LMTrainConfig) -> torch.optim.AdamW:
-    """AdamW (Loshchilov & Hutter 2019, https://arxiv.org/abs/1711.05101) over :func:`adamw_param_groups`."""
+def build_adamw(model: nn.Module, cfg: LMTrainConfig) -> torch.optim.Optimizer:
+    """AdamW (Loshchilov & Hutter 2019, https://arxiv.org/abs/1711.05101) over :func:`adamw_param_groups`, or
+    SGD with momentum over the same groups when ``cfg.optimizer == "sgd"``.
+
+    Raises:
+        ValueError: unknown optimizer.
+    """
+    groups = adamw_param_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.optimizer != "adamw":
+        raise ValueError(f"unknown train.optimizer '{cfg.optimizer}'. Known: adamw, sgd")
     on_cuda = next(model.parameters()).device.type == "cuda"
-    return torch.optim.AdamW(adamw_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                             fused=cfg.fused_adamw and on_cuda)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=cfg.fused_adamw and on_cuda)
 
 
 def lm_loss(out: torch.Tensor | tuple[torch.Tensor, Any], y: torch.Tensor) -> torch.Tensor:
@@ -205,7 +216,8 @@ class LMTrainer:
             loss = train_step(self.fwd, self.optimizer, micro, lm_loss, precision=cfg.precision, scaler=self.scaler,
                               grad_clip=cfg.grad_clip, stats=self.stats)
         except NonFiniteLossError as e:
-            raise NonFiniteLossError(f"step {step}: {e}") from e
+            self.logger.flush()  # keep the rows up to the divergence (no checkpoint: the state is not worth resuming)
+            raise NonFiniteLossError(f"step {step}: {e}", step=step) from e
         self.p["step"] += 1
         return loss
 

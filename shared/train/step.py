@@ -23,7 +23,11 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or inf."""
+    """The training loss became NaN or inf (at optimizer step ``step``, when the caller knows it)."""
+
+    def __init__(self, message: str, step: int | None = None) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 def train_step(

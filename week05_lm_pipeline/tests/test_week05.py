@@ -32,7 +32,10 @@ def corpus_dir(tmp_path, aifs_dirs):
 
 def _overrides(corpus_dir):
     return [f"data.corpus={corpus_dir}", "data.separator=<|sep|>", "data.vocab_size=400", "model.block_size=16",
-            "train.max_steps=60", "train.eval_every=30", "eval.max_tokens=0", "check.roundtrip_docs=50"]
+            "train.max_steps=60", "train.eval_every=30", "eval.max_tokens=0", "check.roundtrip_docs=50",
+            "short.max_steps=30", "short.eval_every=15", "short.n_layer=1", "short.n_embd=32", "short.block_size=16",
+            "short.eval_tokens=0", "ablation.warmup_steps=5", "ablation.high_lr=1.0", "ladder.tuned_lrs=[0.01]",
+            "bench.seq_lens=[8,16]", "bench.micro_batches=[2]", "bench.steps=1", "bench.warmup=0"]
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
@@ -75,7 +78,7 @@ def test_stages_skip_verified_outputs_and_redo_broken_ones(corpus_dir):
 def test_the_whole_pipeline_passes_its_checks_and_the_eval_cli_agrees(corpus_dir, aifs_dirs, capsys):
     assert main(["--profile", "smoke", *_overrides(corpus_dir)]) == 0
     log = (aifs_dirs["runs"] / "week05" / "smoke" / "log" / "week05.md").read_text()
-    assert "## Checks: 7/7 PASS" in log
+    assert "## Checks: 9/9 PASS" in log, log
     best = next((aifs_dirs["runs"] / "week05" / "smoke").glob("gpt-*/checkpoints/best.pt"))
     capsys.readouterr()
     assert eval_main([str(best), "--batch-size", "3"]) == 0
