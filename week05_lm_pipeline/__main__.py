@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     n_eval = cfg.eval.max_tokens or len(val_stream)
     unigram = unigram_loss(train_stream, val_stream[:n_eval], cfg.model.vocab_size)
     final_model = trained.model
-    last_ckpt = stream_loss(final_model, val_stream, cfg.model.block_size, cfg.eval.batch_size,
+    final_eval = stream_loss(final_model, val_stream, cfg.model.block_size, cfg.eval.batch_size,
                             max_tokens=cfg.eval.max_tokens)
     timings["eval"] = time.perf_counter() - t
     sample = report.sample(final_model, tok_out.tokenizer, cfg.sample)
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                {"wall clock (s)": f"{timings['total']:.1f}", "device": str(next(final_model.parameters()).device)})
     report.build_log(log, cfg, {
         "corpus": corpus, "tokenizer": tok_out, "packed": packed, "trained": trained, "evals": ev,
-        "final_eval": last_ckpt, "unigram": unigram, "sample": sample, "timings": timings, "bench": bench,
+        "final_eval": final_eval, "unigram": unigram, "sample": sample, "timings": timings, "bench": bench,
         "ablation": ablation, "ladder": ladder, "tuning": tuning,
         # a resumed run's training time is summed over its processes (in the evals), plus this process's rest
         "end_to_end_s": trained.result.evals[-1]["wall_s"] + time.perf_counter() - t_trained,

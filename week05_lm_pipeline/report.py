@@ -199,6 +199,11 @@ def build_log(log: WeeklyLog, cfg: Week05Config, r: dict[str, Any]) -> None:
                                         f"budget ({budget}). The last rung's lr is the best of {cfg.train.lr:g} and "
                                         f"{', '.join(f'{x:g}' for x in cfg.ladder.tuned_lrs)} on seed {cfg.ladder.seeds[0]}.")
     log.table(lt, "ladder", "Val loss per rung (nats/token)")
+    worse = [f"'{row.rung}' ({row['vs previous']:+.4f})" for _, row in lt.iloc[1:].iterrows() if row["vs previous"] > 0]
+    if worse:
+        log.text("Rungs that made the loss worse at this budget: " + ", ".join(worse) + ". A change that helps a long "
+                 "run can hurt a short one: a cosine decay to lr/10 over a few hundred steps, for example, spends most "
+                 "of them at a small lr. Each rung keeps the changes below it, so the later rungs carry it too.")
     log.table(ablation_table(r["tuning"]), "lr_tuning", "lr candidates for the last rung (seed 0)")
     log.plot(plot_ladder(lt, r["ladder"]), "ladder", "Modernisation ladder")
     log.section("Timings", "")

@@ -19,7 +19,7 @@ import torch
 
 from shared.checkpoint import CheckpointError, load_checkpoint, load_model_state
 from shared.config import config_hash
-from shared.data.corpus import Corpus, CorpusConfig
+from shared.data.corpus import Corpus
 from shared.data.pack import (
     TokenFileError,
     TokenFileMeta,
@@ -58,9 +58,10 @@ class TokenizerOut:
 
 
 def tokenizer_key(data: DataConfig) -> str:
-    """Hash of everything the tokenizer depends on: the corpus, its split and the vocabulary size."""
-    return config_hash(CorpusConfig(data.corpus, data.separator, data.val_frac, data.split_seed)) + \
-        config_hash({"vocab": data.vocab_size, "lines": data.tokenizer_max_lines})[:4]
+    """Hash of everything the tokenizer depends on: the corpus, its split, the vocabulary size and sample size."""
+    return config_hash({"corpus": data.corpus, "separator": data.separator, "val_frac": data.val_frac,
+                        "split_seed": data.split_seed, "vocab_size": data.vocab_size, "lines": data.tokenizer_max_lines},
+                       n=12)
 
 
 def tokenizer_stage(cfg: Week05Config, corpus: Corpus) -> TokenizerOut:
@@ -141,7 +142,8 @@ class TrainOut:
 
 
 def train_stage(cfg: Week05Config, profile: str, tokenizer: TokenizerOut, packed: PackOut, t_start: float) -> TrainOut:
-    """Train the GPT on the packed stream (or resume / reuse the run of the same config)."""
+    """Train the GPT on the packed stream (or resume / reuse the run of the same config). Sets ``cfg.model`` to
+    the model actually built (its vocabulary padded, see :func:`model_config`), which later stages reuse."""
     import pandas as pd
 
     tok = tokenizer.tokenizer
