@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.cli import config_files
 from shared.config import load_config
 from shared.models.gpt import GPTConfig
-from shared.train.lm import LMTrainConfig
+from shared.train.lm import LMTrainConfig, run_identity
 
 WEEK_DIR = Path(__file__).resolve().parent
 
@@ -76,7 +76,7 @@ class RunConfig:
 
 def run_config(cfg: Week04Config) -> RunConfig:
     """``cfg`` reduced to the training run's identity (``train.stop_at``, ``resume``, ``progress`` normalised)."""
-    return RunConfig(cfg.data, cfg.model, replace(cfg.train, stop_at=0, resume=True, progress=True), cfg.sample)
+    return RunConfig(cfg.data, cfg.model, run_identity(cfg.train), cfg.sample)
 
 
 def load(profile: str, overrides: list[str] | tuple[str, ...] = ()) -> Week04Config:

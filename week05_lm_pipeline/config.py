@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.cli import config_files
 from shared.config import load_config
 from shared.data.corpus import CorpusConfig
 from shared.models.gpt import GPTConfig
-from shared.train.lm import LMTrainConfig
+from shared.train.lm import LMTrainConfig, run_identity
 
 WEEK_DIR = Path(__file__).resolve().parent
 
@@ -124,7 +124,7 @@ class TrainRunConfig:
 
 
 def train_run_config(cfg: Week05Config) -> TrainRunConfig:
-    return TrainRunConfig(cfg.data, cfg.model, replace(cfg.train, stop_at=0, resume=True, progress=True))
+    return TrainRunConfig(cfg.data, cfg.model, run_identity(cfg.train))
 
 
 def load(profile: str, overrides: list[str] | tuple[str, ...] = ()) -> Week05Config:

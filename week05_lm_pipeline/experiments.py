@@ -24,7 +24,7 @@ from shared.profiling import peak_memory_gib, reset_peak_memory
 from shared.repro import seed_everything
 from shared.rundir import finish_run, start_run
 from shared.tracking import MetricLogger, console
-from shared.train.lm import build_adamw, lm_loss, train_lm
+from shared.train.lm import build_adamw, lm_loss, run_identity, train_lm
 from shared.train.perplexity import stream_loss
 from shared.train.step import NonFiniteLossError, train_step
 from shared.train.trainer import resolve_device
@@ -51,9 +51,8 @@ def _short_config(cfg: Week05Config, model: dict[str, Any], train: dict[str, Any
     mcfg = GPTConfig(**{**asdict(cfg.model), "n_layer": s.n_layer, "n_head": s.n_head, "n_embd": s.n_embd,
                         "block_size": s.block_size, "dropout": 0.0, **model})
     budget = {"max_steps": s.max_steps, "micro_batch": s.micro_batch, "eval_every": s.eval_every,
-              "eval_iters": s.eval_iters, "log_every": 10, "compile": False, "stop_at": 0, "resume": True,
-              "progress": False, "seed": seed}
-    tcfg = replace(cfg.train, **{**budget, **train})
+              "eval_iters": s.eval_iters, "log_every": 10, "compile": False, "seed": seed}
+    tcfg = replace(run_identity(cfg.train), **{**budget, **train}, progress=False)
     return TrainRunConfig(cfg.data, mcfg, tcfg)
 
 

@@ -34,7 +34,9 @@ def test_the_four_phases_sum_to_the_step_time_within_10_percent():
     assert len(df) == 6
     assert (df[list(PHASES)] > 0).all().all()
     parts = df[list(PHASES)].sum(axis=1)
-    assert ((parts - df.step).abs() <= 0.10 * df.step).all(), df
+    # The median step: on a loaded machine one step can be pre-empted between two phases (seen in CI: 5 ms of
+    # a 34 ms step); a phase that is never recorded would still show up in every step, and so in the median.
+    assert (parts - df.step).abs().median() <= 0.10 * df.step.median(), df
     s = timer.summary(skip=1)
     assert s["data"] >= 0.002
     assert abs(s["other"]) <= 0.10 * s["step"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,13 @@ class LMTrainConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", ...
     resume: bool = True  # continue from <run_dir>/checkpoints/last.pt when it exists
     progress: bool = True  # tqdm bar (only at a terminal, never under CI)
+
+
+def run_identity(cfg: LMTrainConfig) -> LMTrainConfig:
+    """``cfg`` without the settings that only say when to stop or how to show progress (``stop_at``, ``resume``,
+    ``progress``): hash this, not ``cfg``, to name a run's directory, so stopping early and running again resumes
+    the same run instead of starting a new one."""
+    return replace(cfg, stop_at=0, resume=True, progress=True)
 
 
 def lr_at(step: int, cfg: LMTrainConfig) -> float:
