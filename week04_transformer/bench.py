@@ -9,31 +9,20 @@ stated). Prints the table and writes ``runs/week04/<profile>/bench.csv``.
 from __future__ import annotations
 
 import sys
-import time
 
 import pandas as pd
-import torch
 
-from shared.amp import grad_scaler
 from shared.atomic import atomic_write_text
 from shared.cli import parse_week_args
-from shared.data.text import random_batch
 from shared.flops import mfu_peak
 from shared.models.gpt import GPT
 from shared.paths import runs_root
-from shared.profiling import peak_memory_gib, reset_peak_memory
 from shared.repro import seed_everything
-from shared.train.lm import build_adamw, lm_loss
-from shared.train.step import train_step
+from shared.train.lm import time_train_steps
 from shared.train.trainer import resolve_device
 from week04_transformer import config
 from week04_transformer.config import Week04Config
 from week04_transformer.train import CharData, load_data
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bench(cfg: Week04Config, data: CharData) -> tuple[pd.DataFrame, str]:
@@ -49,24 +38,13 @@ def bench(cfg: Week04Config, data: CharData) -> tuple[pd.DataFrame, str]:
             seed_everything(cfg.train.seed)
             model = GPT(cfg.model).to(device)
             model.set_attn_backend(backend)
-            fwd = torch.compile(model) if compiled else model
-            opt, scaler = build_adamw(model, cfg.train), grad_scaler(device, cfg.train.precision)
-            reset_peak_memory(device)
-            for i in range(cfg.bench.warmup + cfg.bench.steps):
-                if i == cfg.bench.warmup:
-                    _sync(device)
-                    t0 = time.perf_counter()
-                batch = [random_batch(data.train, b, t, cfg.train.seed, i, device)]
-                train_step(fwd, opt, batch, lm_loss, precision=cfg.train.precision, scaler=scaler,
-                           grad_clip=cfg.train.grad_clip)
-            _sync(device)
-            dt = (time.perf_counter() - t0) / cfg.bench.steps
-            tok_s = b * t / dt
-            flops = model.flops_per_token()
+            m = time_train_steps(model, data.train, cfg.train, b, t, cfg.bench.steps, cfg.bench.warmup, compiled,
+                                 seed=cfg.train.seed)
+            tok_s, flops = m["tokens_per_sec"], model.flops_per_token()
             rows.append({"backend": backend, "compile": compiled, "precision": cfg.train.precision,
-                         "micro_batch": b, "block_size": t, "ms_per_step": 1e3 * dt, "tokens_per_sec": tok_s,
+                         "micro_batch": b, "block_size": t, "ms_per_step": m["ms_per_step"], "tokens_per_sec": tok_s,
                          "tflops_per_sec": tok_s * flops / 1e12, "mfu": tok_s * flops / peak if peak else float("nan"),
-                         "peak_mem_gib": peak_memory_gib(device)})
+                         "peak_mem_gib": m["peak_mem_gib"]})
     return pd.DataFrame(rows), source
 
 

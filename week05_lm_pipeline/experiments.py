@@ -11,22 +11,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from shared.amp import grad_scaler
 from shared.atomic import atomic_write_text
 from shared.data.pack import open_token_file
-from shared.data.text import random_batch
 from shared.flops import mfu_peak
 from shared.models.gpt import GPT, GPTConfig
 from shared.paths import runs_root
-from shared.profiling import peak_memory_gib, reset_peak_memory
 from shared.repro import seed_everything
 from shared.rundir import finish_run, start_run
 from shared.tracking import MetricLogger, console
-from shared.train.lm import build_adamw, lm_loss, run_identity, train_lm
+from shared.train.lm import run_identity, time_train_steps, train_lm
 from shared.train.perplexity import stream_loss
-from shared.train.step import NonFiniteLossError, train_step
+from shared.train.step import NonFiniteLossError
 from shared.train.trainer import resolve_device
 from week05_lm_pipeline.config import TrainRunConfig, Week05Config
 from week05_lm_pipeline.stages import WEEK, PackOut
@@ -142,23 +138,11 @@ def bench_grid(cfg: Week05Config, profile: str, packed: PackOut, tok_sha: str) -
             for b in cfg.bench.micro_batches:
                 seed_everything(0)
                 model = GPT(GPTConfig(**{**asdict(cfg.model), "block_size": t})).to(device)
-                fwd = torch.compile(model) if compiled else model
-                opt, scaler = build_adamw(model, cfg.train), grad_scaler(device, cfg.train.precision)
-                reset_peak_memory(device)
-                for i in range(cfg.bench.warmup + cfg.bench.steps):
-                    if i == cfg.bench.warmup:
-                        if device.type == "cuda":
-                            torch.cuda.synchronize(device)
-                        t0 = time.perf_counter()
-                    train_step(fwd, opt, [random_batch(data, b, t, 0, i, device)], lm_loss,
-                               precision=cfg.train.precision, scaler=scaler, grad_clip=cfg.train.grad_clip)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                dt = (time.perf_counter() - t0) / cfg.bench.steps
-                tok_s = b * t / dt
-                rows.append({"seq_len": t, "micro_batch": b, "compile": compiled, "ms_per_step": 1e3 * dt,
+                m = time_train_steps(model, data, cfg.train, b, t, cfg.bench.steps, cfg.bench.warmup, compiled)
+                tok_s = m["tokens_per_sec"]
+                rows.append({"seq_len": t, "micro_batch": b, "compile": compiled, "ms_per_step": m["ms_per_step"],
                              "tokens_per_sec": tok_s, "mfu": tok_s * model.flops_per_token() / peak if peak else np.nan,
-                             "peak_mem_gib": peak_memory_gib(device)})
+                             "peak_mem_gib": m["peak_mem_gib"]})
     table = pd.DataFrame(rows)
     atomic_write_text(runs_root() / WEEK / profile / "bench.csv", table.to_csv(index=False))
     return table, source

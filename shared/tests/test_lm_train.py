@@ -9,7 +9,7 @@ import torch
 from shared.flops import gpt_flops_per_token, mfu, peak_flops
 from shared.models.gpt import GPT, GPTConfig
 from shared.tracking import MetricLogger
-from shared.train.lm import LMTrainConfig, adamw_param_groups, lm_loss, lr_at, train_lm
+from shared.train.lm import LMTrainConfig, adamw_param_groups, lm_loss, lr_at, time_train_steps, train_lm
 from shared.train.step import NonFiniteLossError, train_step
 
 TINY = GPTConfig(vocab_size=8, block_size=8, n_layer=1, n_head=2, n_embd=16)
@@ -125,3 +125,14 @@ def test_a_divergent_run_stops_with_its_step_and_keeps_its_metrics(tmp_path):
     assert rows[rows.phase == "train"].step.max() == info.value.step  # every step before the divergence
     with pytest.raises(ValueError, match="adamw, sgd"):
         _train(tmp_path / "x", _cfg(optimizer="lion"))
+
+
+def test_time_train_steps_reports_consistent_throughput_and_trains():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**vars(TINY)))
+    before = model.lm_head.weight.detach().clone()
+    m = time_train_steps(model, _stream(), _cfg(), batch_size=4, block_size=8, steps=3, warmup=1)
+    assert m["ms_per_step"] > 0
+    assert m["peak_mem_gib"] > 0
+    assert m["tokens_per_sec"] == pytest.approx(4 * 8 / (m["ms_per_step"] / 1e3))
+    assert not torch.equal(before, model.lm_head.weight)  # the timed steps are real optimizer steps

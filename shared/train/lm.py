@@ -135,6 +135,32 @@ def estimate_loss(model: nn.Module, data: torch.Tensor, cfg: LMTrainConfig, bloc
     return total / cfg.eval_iters
 
 
+def time_train_steps(model: nn.Module, data: torch.Tensor | Any, cfg: LMTrainConfig, batch_size: int, block_size: int,
+                     steps: int, warmup: int, compiled: bool = False, seed: int = 0) -> dict[str, float]:
+    """Throughput of ``steps`` training steps of ``model`` (after ``warmup`` untimed ones, which also absorb
+    ``torch.compile``'s compilation), with ``cfg``'s optimizer, precision and clipping, on batches of ``data``.
+
+    Returns:
+        ``{"ms_per_step", "tokens_per_sec", "peak_mem_gib"}`` (peak memory: see :func:`shared.profiling.peak_memory_gib`).
+    """
+    from shared.profiling import peak_memory_gib, reset_peak_memory
+
+    device = next(model.parameters()).device
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    fwd = torch.compile(model) if compiled else model
+    opt, scaler = build_adamw(model, cfg), grad_scaler(device, cfg.precision)
+    reset_peak_memory(device)
+    for i in range(warmup + steps):
+        if i == warmup:
+            sync()
+            t0 = time.perf_counter()
+        train_step(fwd, opt, [random_batch(data, batch_size, block_size, seed, i, device)], lm_loss,
+                   precision=cfg.precision, scaler=scaler, grad_clip=cfg.grad_clip)
+    sync()
+    dt = (time.perf_counter() - t0) / steps
+    return {"ms_per_step": 1e3 * dt, "tokens_per_sec": batch_size * block_size / dt, "peak_mem_gib": peak_memory_gib(device)}
+
+
 @dataclass
 class LMResult:
     """What :func:`train_lm` returns: the eval history (one dict per eval) and the run's totals."""
