@@ -12,7 +12,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install test lint data clean-runs
+.PHONY: help install test lint data clean-runs record-expected
 .DEFAULT_GOAL := help
 
 help:
@@ -21,6 +21,7 @@ help:
 	@echo "make test | make test-weekNN                                   all tests | one week's tests"
 	@echo "make lint                                                      ruff + import rules"
 	@echo "make data                                                      dataset doctor (state, fetch missing)"
+	@echo "make record-expected                                           re-record the debug run's loss curve (after a deliberate change)"
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is required, found " + sys.version)'
@@ -52,6 +53,10 @@ test: $(STAMP)
 test-week%: $(STAMP)
 	$(call need_week,$*)
 	$(PY) -m pytest -m "not network" $(call week_pkg,$*)/tests $(PYTEST_ARGS)
+
+record-expected: $(STAMP)
+	AIFS_RECORD_EXPECTED=1 $(PY) -m pytest -q shared/tests/test_expected_loss.py
+	git diff --stat -- shared/tests/expected
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 PROFILES = ("smoke", "cpu", "gpu")
@@ -25,15 +26,21 @@ def resolve_profile(name: str) -> str:
     return name
 
 
-def parse_week_args(prog: str, description: str, argv: list[str] | None = None) -> tuple[str, list[str]]:
-    """Parse ``--profile`` (default ``$PROFILE`` or ``auto``) and ``key=value`` overrides."""
+def week_arg_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The parser every week shares: ``--profile`` (default ``$PROFILE`` or ``auto``) and ``key=value`` overrides;
+    a week may add its own options before parsing."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument(
         "--profile", default=os.environ.get("PROFILE") or "auto", choices=("auto", *PROFILES),
         help="smoke (CI, under a minute), cpu (laptop), gpu (full size); auto picks cpu or gpu",
     )
     parser.add_argument("overrides", nargs="*", help="config overrides such as train.lr=0.05")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    return parser
+
+
+def parse_week_args(prog: str, description: str, argv: list[str] | None = None) -> tuple[str, list[str]]:
+    """Parse ``--profile`` and ``key=value`` overrides (see :func:`week_arg_parser`); the profile resolved."""
+    args = week_arg_parser(prog, description).parse_args(sys.argv[1:] if argv is None else argv)
     return resolve_profile(args.profile), args.overrides
 
 
@@ -45,3 +52,32 @@ def config_files(week_dir: Path, base: str, profile: str) -> list[Path]:
 def command_line(prog: str, profile: str, overrides: list[str]) -> str:
     """The command that reproduces this run, for the log header."""
     return " ".join([f"python -m {prog}", f"--profile {profile}", *overrides])
+
+
+TRACEBACK_ENV = "AIFS_TRACEBACK"
+
+
+def _explained_errors() -> tuple[type[BaseException], ...]:
+    """The project's own errors: each message already names the bad thing and the fix."""
+    from shared.checkpoint import CheckpointError
+    from shared.config import ConfigError
+    from shared.data.fetch import DatasetError
+    from shared.data.tokenizer import TokenizerError
+    from shared.dist import DistSetupError
+    from shared.train.step import NonFiniteLossError
+
+    return ConfigError, DatasetError, CheckpointError, TokenizerError, NonFiniteLossError, DistSetupError
+
+
+def run_week(main: Callable[[], int]) -> int:
+    """Run a week's ``main()`` for the command line: the project's own errors (a bad config key, missing or corrupt
+    data, a checkpoint from another model, a diverged run, a bad launch) print their message, which says what to
+    fix, without a traceback, and exit with 2. Set ``AIFS_TRACEBACK=1`` to see where one was raised; any other
+    exception is a bug and keeps its traceback."""
+    try:
+        return main()
+    except Exception as e:
+        if os.environ.get(TRACEBACK_ENV, "") not in ("", "0") or not isinstance(e, _explained_errors()):
+            raise
+        print(f"error: {e}\n({TRACEBACK_ENV}=1 shows where it was raised)", file=sys.stderr)
+        return 2

@@ -162,3 +162,19 @@ def fake_documents(n: int, seed: int = 0) -> list[str]:
                      for _ in range(rng.integers(1, 5))]
         docs.append(" ".join(sentences) + ("\n" + " ".join(sentences[:1]) if rng.random() < 0.3 else ""))
     return docs
+
+
+def debug_token_stream(n: int = 4000, seed: int = 0, vocab_size: int = 8):
+    """The LM debug data: a (n,) int64 stream where each token is ``(previous + 1) mod vocab_size`` except
+    for 10% random tokens. A model that learns the rule reaches ~0.5 nats/token; chance is ``ln(vocab_size)``."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.zeros(n, dtype=torch.long)
+    noise = torch.rand(n, generator=g) < 0.1
+    for i in range(1, n):
+        ids[i] = torch.randint(0, vocab_size, (), generator=g) if noise[i] else (ids[i - 1] + 1) % vocab_size
+    return ids
+
+
+DEBUG_GPT = {"vocab_size": 8, "block_size": 8, "n_layer": 1, "n_head": 2, "n_embd": 16}  # the LM debug model

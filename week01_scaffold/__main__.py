@@ -11,7 +11,7 @@ import time
 
 import pandas as pd
 
-from shared.cli import command_line, parse_week_args
+from shared.cli import command_line, parse_week_args, run_week
 from shared.data.mnist import load_mnist, summarize
 from shared.report import WeeklyLog, log_dir
 from shared.repro import environment
@@ -65,4 +65,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_week(main))

@@ -12,7 +12,7 @@ import time
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from shared.cli import command_line, parse_week_args
+from shared.cli import command_line, parse_week_args, run_week
 from shared.data.mnist import load_mnist
 from shared.dist import barrier, failure_guard, init_distributed, shutdown
 from shared.paths import runs_root
@@ -88,4 +88,4 @@ def _launch_command(profile: str, overrides: list[str], world: int) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_week(main))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 
-from shared.cli import command_line, parse_week_args
+from shared.cli import command_line, parse_week_args, run_week
 from shared.data.cifar import load_cifar10
 from shared.report import WeeklyLog, log_dir
 from shared.repro import environment
@@ -66,4 +66,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_week(main))

@@ -12,7 +12,7 @@ T_START = time.perf_counter()  # "since process start" in the log counts from he
 
 import sys  # noqa: E402
 
-from shared.cli import command_line, parse_week_args  # noqa: E402
+from shared.cli import command_line, parse_week_args, run_week  # noqa: E402
 from shared.report import WeeklyLog, log_dir  # noqa: E402
 from shared.repro import environment  # noqa: E402
 from week04_transformer import bench, checks, config, report, train  # noqa: E402
@@ -56,4 +56,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_week(main))

@@ -1,8 +1,9 @@
-"""``python -m week05_lm_pipeline [--profile smoke|cpu|gpu] [key=value ...]`` (``make week05``).
+"""``python -m week05_lm_pipeline [--profile smoke|cpu|gpu] [--stage S] [key=value ...]`` (``make week05``).
 
 The pre-training pipeline end to end: corpus -> BPE tokenizer -> packed memmaps -> GPT training -> perplexity
 on the fixed val set -> a sample from the final checkpoint -> the weekly log. Stages whose verified outputs
-exist are skipped (the log says which), so running it again resumes rather than redoes.
+exist are skipped (the log says which), so running it again resumes rather than redoes. ``--stage S`` runs one
+stage (the stages before it are reused from disk, or built when missing), prints its summary and writes no log.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import time
 
 T_START = time.perf_counter()  # "since process start" counts from here (before the heavy imports)
 
+import json  # noqa: E402
 import sys  # noqa: E402
+from dataclasses import asdict  # noqa: E402
 
-from shared.cli import command_line, parse_week_args  # noqa: E402
+from shared.cli import command_line, resolve_profile, run_week, week_arg_parser  # noqa: E402
 from shared.data.corpus import load_corpus  # noqa: E402
 from shared.data.pack import open_token_file  # noqa: E402
 from shared.report import WeeklyLog, log_dir  # noqa: E402
@@ -22,10 +25,21 @@ from shared.train.perplexity import stream_loss, unigram_loss  # noqa: E402
 from week05_lm_pipeline import config, experiments, report, stages  # noqa: E402
 from week05_lm_pipeline.eval import evaluate_checkpoint  # noqa: E402
 
+STAGES = ("tokenizer", "pack", "train", "eval", "bench", "ablation", "ladder", "all")
+
+
+def _show(stage: str, summary: dict) -> int:
+    """Print one stage's summary as JSON (the ``--stage`` output) and return the exit code."""
+    print(json.dumps({"stage": stage, **summary}, indent=2, default=str))
+    return 0
+
 
 def main(argv: list[str] | None = None) -> int:
     t0 = T_START if argv is None else time.perf_counter()  # tests call main() long after the import
-    profile, overrides = parse_week_args("week05_lm_pipeline", __doc__.splitlines()[0], argv)
+    parser = week_arg_parser("week05_lm_pipeline", __doc__.splitlines()[0])
+    parser.add_argument("--stage", choices=STAGES, default="all", help="run only this stage (default: all, and the log)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    profile, overrides, stage = resolve_profile(args.profile), args.overrides, args.stage
     cfg = config.load(profile, overrides)
     timings: dict[str, float] = {}
 
@@ -34,17 +48,35 @@ def main(argv: list[str] | None = None) -> int:
     timings["corpus"] = time.perf_counter() - t
     tok_out = stages.tokenizer_stage(cfg, corpus)
     timings["tokenizer"] = tok_out.seconds
+    if stage == "tokenizer":
+        return _show(stage, {k: v for k, v in vars(tok_out).items() if k != "tokenizer"})
     packed = stages.pack_stage(cfg, corpus, tok_out.tokenizer)
     timings["pack"] = packed.seconds
+    sha = tok_out.tokenizer.sha256
+    cfg.model = stages.model_config(cfg, tok_out.tokenizer)  # the vocabulary every model of the week is built with
+    if stage == "pack":
+        return _show(stage, asdict(packed))
+    if stage == "bench":
+        return _show(stage, {"grid": experiments.bench_grid(cfg, profile, packed, sha)[0].to_dict("records")})
+    if stage == "ablation":
+        return _show(stage, {"runs": [asdict(r) for r in experiments.stabilisation_ablation(cfg, profile, packed, sha)]})
+    if stage == "ladder":
+        runs, tuning = experiments.ladder(cfg, profile, packed, sha)
+        return _show(stage, {"runs": [asdict(r) for r in runs + tuning]})
     t = time.perf_counter()
     trained = stages.train_stage(cfg, profile, tok_out, packed, t0)
     t_trained = time.perf_counter()
     timings["train"] = t_trained - t
+    if stage == "train":
+        return _show(stage, {"run_dir": trained.run_dir, "skipped": trained.skipped, **trained.result.checkpoints,
+                             "final": trained.result.evals[-1], "tokens_per_sec": trained.tokens_per_sec})
 
     t = time.perf_counter()
     best = trained.result.checkpoints["best"]
     ev = [evaluate_checkpoint(str(best), batch_size=b, max_tokens=cfg.eval.max_tokens, device=cfg.train.device)
           for b in (cfg.eval.batch_size, cfg.eval.batch_size, 1)]
+    if stage == "eval":
+        return _show(stage, {"checkpoint": best, **ev[0]})
     train_stream, _ = open_token_file(packed.dir / "train.bin")
     val_stream, _ = open_token_file(packed.dir / "val.bin")
     n_eval = cfg.eval.max_tokens or len(val_stream)
@@ -54,7 +86,6 @@ def main(argv: list[str] | None = None) -> int:
                             max_tokens=cfg.eval.max_tokens)
     timings["eval"] = time.perf_counter() - t
     sample = report.sample(final_model, tok_out.tokenizer, cfg.sample)
-    sha = tok_out.tokenizer.sha256
     t = time.perf_counter()
     bench = experiments.bench_grid(cfg, profile, packed, sha)
     timings["throughput grid"] = time.perf_counter() - t
@@ -81,4 +112,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_week(main))

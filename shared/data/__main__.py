@@ -2,7 +2,8 @@
 
 Lists every registered dataset with its state (verified / missing / corrupt), where each file was
 found, its size and licence, and fetches what is missing (cache -> mirror -> download) unless
-``--check`` is given. Exits 1 if any listed dataset is not fully verified afterwards.
+``--check`` is given. A large on-demand dataset (TinyStories, 2.2 GB) is only listed unless it is named.
+Exits 1 if any dataset it was asked to fetch is not fully verified afterwards.
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         spec = get_spec(name)
         print(f"\n{name}: {spec.description}\n  licence: {spec.license}\n  size: {spec.size / 2**20:.1f} MiB")
+        listed_only = spec.on_demand and name not in args.names
         for state in inspect(spec, root):
+            if state.state == "missing" and listed_only:
+                print(f"  [missing ] {state.spec.relpath} (on demand: `python -m shared.data {name}` or the run "
+                      "that reads it fetches it)")
+                continue
             if state.state == "missing" and not args.check:
                 try:
                     state = prepare_file(state.spec, root)

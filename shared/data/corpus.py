@@ -2,7 +2,8 @@
 
 A language model's validation set must not contain its training documents, so the train/val split is
 made over *documents* (shuffled with a fixed seed), never over characters in the middle of a document.
-Sources: a registered single-file text dataset (``tiny_shakespeare``), or a folder of ``.txt`` files.
+Sources: a registered text dataset (``tiny_shakespeare``; ``tinystories``, whose published train and validation
+files are read as one pool of stories), or a folder of ``.txt`` files.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.data.fetch import DatasetError
-from shared.data.registry import REGISTRY
-from shared.data.text import load_text
+from shared.data.fetch import DatasetError, prepare
+from shared.data.registry import REGISTRY, get_spec
 
 # How each registered corpus separates its documents.
 SEPARATORS = {
@@ -71,7 +71,12 @@ def load_documents(cfg: CorpusConfig) -> tuple[str, list[str]]:
     path = Path(cfg.corpus)
     if cfg.corpus in REGISTRY:
         sep = cfg.separator or SEPARATORS.get(cfg.corpus, "\n\n")
-        return cfg.corpus, split_text(load_text(cfg.corpus), sep, cfg.corpus)
+        spec = get_spec(cfg.corpus)
+        base = prepare(spec)
+        docs = []
+        for f in spec.files:  # several files (TinyStories' train and valid) form one pool, split below by our seed
+            docs += split_text((base / f.relpath).read_text(encoding="utf-8"), sep, f"{cfg.corpus}: {f.relpath}")
+        return cfg.corpus, docs
     if path.is_dir():
         files = sorted(path.rglob("*.txt"))
         if not files:

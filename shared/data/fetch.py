@@ -6,6 +6,10 @@ URLs, or of the dataset's source archive, which is unpacked into the cache (skip
 ``AIFS_OFFLINE=1``). A file may match its sha256 or, where the registry names one, the md5 of the
 original release (a mirror can hold another byte-version of the same data). Copies and downloads go to a temporary file that is
 verified before it is renamed into the cache, so the cache never holds a half-written file.
+
+A file whose publisher gives no checksum the project could record (``sha256 = ""`` in the registry) is
+accepted by its exact size; the sha256 of the copy accepted first is then pinned beside it
+(``<file>.sha256``) and checked on every later read, and printed so that it can be added to the registry.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.atomic import atomic_write_text
 from shared.data.registry import DatasetSpec, FileSpec, get_spec
 from shared.paths import data_root
 
@@ -55,19 +61,40 @@ def md5sum(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def matches(path: Path, spec: FileSpec) -> bool:
-    """True when ``path`` has the registry's sha256, or the alternative (original release) md5."""
+def pin_path(cached: Path) -> Path:
+    """Where the sha256 of a cached file without a registered checksum is pinned: ``<file>.sha256``."""
+    return cached.with_name(cached.name + ".sha256")
+
+
+def _pinned(cached: Path) -> str:
+    pin = pin_path(cached)
+    return pin.read_text().split()[0] if pin.is_file() else ""
+
+
+def matches(path: Path, spec: FileSpec, pinned: str = "") -> bool:
+    """True when ``path`` has the registry's sha256, or the alternative (original release) md5.
+
+    For a file registered without a sha256: the registered size, and the ``pinned`` sha256 when one is given.
+    """
+    if not spec.sha256:
+        return path.stat().st_size == spec.size and (not pinned or sha256sum(path) == pinned)
     return sha256sum(path) == spec.sha256 or bool(spec.alt_md5) and md5sum(path) == spec.alt_md5
 
 
-def _verify(path: Path, spec: FileSpec, origin: str) -> None:
-    if not matches(path, spec):
+def _verify(path: Path, spec: FileSpec, origin: str, pinned: str = "") -> None:
+    if not spec.sha256 and not matches(path, spec, pinned):
+        size = path.stat().st_size
+        what = (f"{size:,} bytes, expected {spec.size:,}" if size != spec.size else
+                f"sha256 {sha256sum(path)}, but {pin_path(path).name} pinned {pinned} when it was first fetched")
+        raise ChecksumError(f"{spec.relpath} ({origin}: {path}) does not match: {what}. The file is corrupt, truncated "
+                            f"or a different version. Fix: delete {path} (and its .sha256) and run again.")
+    if not matches(path, spec, pinned):
         got = sha256sum(path)
         alt = f" (or md5 {spec.alt_md5})" if spec.alt_md5 else ""
         raise ChecksumError(
             f"checksum mismatch for {spec.relpath} ({origin}: {path}): expected sha256 {spec.sha256}{alt}, "
             f"got {got} ({path.stat().st_size:,} bytes, expected {spec.size:,}). The file is corrupt, "
-            f"truncated or a different version. Fix: delete {path} and run `make data` again"
+            f"truncated or a different version. Fix: delete {path} and run again (or `make data`)"
             + (" (and check the mirror copy)" if origin == "mirror" else "")
             + "."
         )
@@ -87,6 +114,11 @@ def _install(src: Path | None, url: str | None, dest: Path, spec: FileSpec, orig
                 shutil.copyfileobj(resp, f, length=1 << 20)
         _verify(tmp, spec, origin)
         os.chmod(tmp, 0o644)
+        if not spec.sha256:  # pin before the rename: a cached file is never without its pin
+            digest = sha256sum(tmp)
+            atomic_write_text(pin_path(dest), f"{digest}  {dest.name}\n")
+            print(f"{spec.relpath}: no registered sha256; accepted by size ({spec.size:,} bytes) and pinned "
+                  f"sha256 {digest} in {pin_path(dest)} (add it to shared/data/registry.py)", file=sys.stderr)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -112,7 +144,7 @@ def prepare_file(spec: FileSpec, root: Path | None = None) -> FileState:
     root = root or data_root()
     dest = root / spec.relpath
     if dest.is_file():
-        _verify(dest, spec, "cache")
+        _verify(dest, spec, "cache", _pinned(dest))
         return FileState(spec, dest, "verified", "cache")
 
     looked = [f"cache: {dest} (missing)"]
@@ -142,7 +174,7 @@ def prepare_file(spec: FileSpec, root: Path | None = None) -> FileState:
     raise DatasetUnavailableError(
         f"dataset file {spec.relpath} is not available. Looked in:\n  - "
         + "\n  - ".join(looked)
-        + f"\nFix: connect to the internet and run `make data`, or set {MIRROR_ENV} to a folder that "
+        + f"\nFix: connect to the internet and run again (`make data` fetches every dataset but the on-demand ones), or set {MIRROR_ENV} to a folder that "
         f"holds {spec.relpath}, or copy the file to {dest}."
     )
 
@@ -197,5 +229,5 @@ def inspect(spec: DatasetSpec, root: Path | None = None) -> list[FileState]:
         if not path.is_file():
             states.append(FileState(f, path, "missing"))
         else:
-            states.append(FileState(f, path, "verified" if matches(path, f) else "corrupt", "cache"))
+            states.append(FileState(f, path, "verified" if matches(path, f, _pinned(path)) else "corrupt", "cache"))
     return states

@@ -17,7 +17,9 @@ class FileSpec:
 
     Attributes:
         relpath: path below the cache root and the mirror root, e.g. ``mnist/MNIST/raw/x.gz``.
-        sha256: expected sha256 (hex) of the file's bytes.
+        sha256: expected sha256 (hex) of the file's bytes; "" where the project could not record the
+            published one (the file is then accepted by ``size`` and its sha256 pinned at first fetch, see
+            :mod:`shared.data.fetch`).
         size: expected size in bytes.
         urls: source URLs tried in order when the file has to be downloaded.
         alt_md5: md5 of the same content as the source archive ships it, where that is another
@@ -58,6 +60,7 @@ class DatasetSpec:
     homepage: str = ""
     extra: dict = field(default_factory=dict)
     archive: ArchiveSpec | None = None  # fetched when a file is in neither the cache nor the mirror
+    on_demand: bool = False  # large: fetched by the run that reads it, or by naming it to the data doctor
 
     @property
     def size(self) -> int:
@@ -80,6 +83,8 @@ def _cifar(name: str, sha256: str, size: int, original_md5: str) -> FileSpec:
     README); ``original_md5``: the file as the official archive ships it (torchvision's ``CIFAR10`` lists)."""
     return FileSpec(f"cifar10/cifar-10-batches-py/{name}", sha256, size, alt_md5=original_md5)
 
+
+_TINYSTORIES_URL = "https://huggingface.co/datasets/roneneldan/TinyStories/resolve/main/TinyStoriesV2-GPT4-"
 
 REGISTRY: dict[str, DatasetSpec] = {
     spec.name: spec
@@ -132,6 +137,18 @@ REGISTRY: dict[str, DatasetSpec] = {
             license="public domain text (char-rnn code: MIT)",
             description="Tiny Shakespeare: 1.1 MB of plays, 65 distinct characters (char-rnn, nanoGPT)",
             homepage="https://github.com/karpathy/char-rnn",
+        ),
+        DatasetSpec(
+            name="tinystories",
+            files=(  # sha256 "": sizes are the published ones; the sha256 is pinned at the first download
+                FileSpec("tinystories/TinyStoriesV2-GPT4-valid.txt", "", 22_502_601, (_TINYSTORIES_URL + "valid.txt",)),
+                FileSpec("tinystories/TinyStoriesV2-GPT4-train.txt", "", 2_227_753_162, (_TINYSTORIES_URL + "train.txt",)),
+            ),
+            license="CDLA-Sharing-1.0 (Eldan & Li 2023, https://arxiv.org/abs/2305.07759)",
+            description="TinyStories V2 (GPT-4 generated): ~2.7M short children's stories, 2.2 GB of text, "
+                        "stories separated by <|endoftext|>",
+            homepage="https://huggingface.co/datasets/roneneldan/TinyStories",
+            on_demand=True,
         ),
     )
 }

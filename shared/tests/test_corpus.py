@@ -64,3 +64,37 @@ def test_tiny_shakespeare_splits_into_speeches_without_leakage():
     assert corpus.n_duplicates > 0  # short speeches ("Ay.", "No.") repeat
     assert not set(corpus.train) & set(corpus.val)
     assert corpus.train[0].split("\n")[0].endswith(":")  # a speech starts with its speaker
+
+
+def test_a_registered_corpus_of_several_files_pools_their_documents(aifs_dirs, monkeypatch):
+    import hashlib
+
+    from shared.data import corpus as corpus_mod
+    from shared.data import registry
+    from shared.data.registry import DatasetSpec, FileSpec
+
+    files = []
+    for name, text in (("valid.txt", "v one<|endoftext|>\nv two<|endoftext|>"), ("train.txt", "t one<|endoftext|>v one")):
+        blob = text.encode()
+        (aifs_dirs["mirror"] / "stories").mkdir(exist_ok=True)
+        (aifs_dirs["mirror"] / "stories" / name).write_bytes(blob)
+        files.append(FileSpec(f"stories/{name}", hashlib.sha256(blob).hexdigest(), len(blob)))
+    monkeypatch.setitem(registry.REGISTRY, "stories", DatasetSpec("stories", tuple(files), license="-", description="-"))
+    monkeypatch.setitem(corpus_mod.SEPARATORS, "stories", "<|endoftext|>")
+    monkeypatch.setenv("AIFS_DATA_MIRROR", str(aifs_dirs["mirror"]))
+    assert load_documents(CorpusConfig(corpus="stories")) == ("stories", ["v one", "v two", "t one", "v one"])
+    corpus = load_corpus(CorpusConfig(corpus="stories", val_frac=0.3))
+    assert corpus.n_duplicates == 1
+    assert sorted(corpus.train + corpus.val) == ["t one", "v one", "v two"]
+
+
+def test_tinystories_is_registered_with_its_published_files_and_is_a_clear_error_offline(aifs_dirs):
+    from shared.data.fetch import DatasetUnavailableError
+    from shared.data.registry import get_spec
+
+    spec = get_spec("tinystories")
+    assert {f.relpath.rsplit("/", 1)[1]: f.size for f in spec.files} == {
+        "TinyStoriesV2-GPT4-valid.txt": 22_502_601, "TinyStoriesV2-GPT4-train.txt": 2_227_753_162}
+    assert all(f.urls[0].startswith("https://huggingface.co/datasets/roneneldan/TinyStories/") for f in spec.files)
+    with pytest.raises(DatasetUnavailableError, match="TinyStoriesV2-GPT4-valid.txt is not available(.|\n)*Fix:"):
+        load_corpus(CorpusConfig(corpus="tinystories"))

@@ -119,3 +119,51 @@ def test_a_dataset_missing_everywhere_is_fetched_from_its_source_archive(aifs_di
     root = prepare(spec)
     assert (root / "arc" / "pkg" / "f.bin").read_bytes() == blob
     assert calls == [("https://example.org/pkg.tar.gz", "abc")]
+
+
+def _unpinned(aifs_dirs, monkeypatch, blob=b"a story<|endoftext|>another story"):
+    """A dataset registered without a sha256 (as TinyStories is), served from the mirror."""
+    from shared.data import registry
+    from shared.data.registry import DatasetSpec, FileSpec
+
+    (aifs_dirs["mirror"] / "unpinned").mkdir()
+    (aifs_dirs["mirror"] / "unpinned" / "x.txt").write_bytes(blob)
+    spec = DatasetSpec("unpinned", (FileSpec("unpinned/x.txt", "", len(blob)),), license="-", description="-",
+                       on_demand=True)
+    monkeypatch.setitem(registry.REGISTRY, spec.name, spec)
+    monkeypatch.setenv("AIFS_DATA_MIRROR", str(aifs_dirs["mirror"]))
+    return spec, aifs_dirs["data"] / "unpinned" / "x.txt"
+
+
+def test_a_file_without_a_registered_sha256_is_accepted_by_size_then_pinned(aifs_dirs, monkeypatch, capsys):
+    import hashlib
+
+    from shared.data.fetch import inspect, pin_path
+
+    spec, cached = _unpinned(aifs_dirs, monkeypatch)
+    prepare(spec)
+    digest = hashlib.sha256(cached.read_bytes()).hexdigest()
+    assert pin_path(cached).read_text().split()[0] == digest
+    assert digest in capsys.readouterr().err  # printed, to be added to the registry
+    cached.write_bytes(cached.read_bytes().replace(b"a story", b"A story"))  # same size, other bytes
+    assert inspect(spec)[0].state == "corrupt"
+    with pytest.raises(ChecksumError, match="pinned"):
+        prepare(spec)
+
+
+def test_a_file_without_a_registered_sha256_and_the_wrong_size_is_refused(aifs_dirs, monkeypatch):
+    spec, cached = _unpinned(aifs_dirs, monkeypatch)
+    (aifs_dirs["mirror"] / spec.files[0].relpath).write_bytes(b"truncated")
+    with pytest.raises(ChecksumError, match="9 bytes, expected 33"):
+        prepare(spec)
+    assert not cached.exists()
+
+
+def test_the_doctor_lists_an_on_demand_dataset_but_fetches_it_only_when_named(aifs_dirs, monkeypatch, capsys):
+    spec, cached = _unpinned(aifs_dirs, monkeypatch)
+    monkeypatch.setattr("shared.data.__main__.REGISTRY", {spec.name: spec})  # what `make data` walks
+    assert doctor([]) == 0
+    assert "on demand" in capsys.readouterr().out
+    assert not cached.exists()
+    assert doctor(["unpinned"]) == 0
+    assert cached.is_file()

@@ -8,21 +8,13 @@ import torch
 
 from shared.flops import gpt_flops_per_token, mfu, peak_flops
 from shared.models.gpt import GPT, GPTConfig
+from shared.testing import DEBUG_GPT, debug_token_stream
 from shared.tracking import MetricLogger
 from shared.train.lm import LMTrainConfig, adamw_param_groups, lm_loss, lr_at, time_train_steps, train_lm
 from shared.train.step import NonFiniteLossError, train_step
 
-TINY = GPTConfig(vocab_size=8, block_size=8, n_layer=1, n_head=2, n_embd=16)
-
-
-def _stream(n=4000, seed=0):
-    """A learnable stream: each token is mostly (previous + 1) mod 8."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.zeros(n, dtype=torch.long)
-    noise = torch.rand(n, generator=g) < 0.1
-    for i in range(1, n):
-        ids[i] = torch.randint(0, 8, (), generator=g) if noise[i] else (ids[i - 1] + 1) % 8
-    return ids
+TINY = GPTConfig(**DEBUG_GPT)
+_stream = debug_token_stream
 
 
 def _cfg(**kw):

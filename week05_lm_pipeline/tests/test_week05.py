@@ -89,3 +89,17 @@ def test_the_whole_pipeline_passes_its_checks_and_the_eval_cli_agrees(corpus_dir
     train_bpe(fake_documents(300), vocab_size=500).save(other)
     with pytest.raises(CheckpointError, match="trained with a 448-id vocabulary"):
         evaluate_checkpoint(str(best), tokenizer=str(other))
+    # every stage also runs alone, reusing what the full run left on disk and writing no log
+    log_file = aifs_dirs["runs"] / "week05" / "smoke" / "log" / "week05.md"
+    log_file.unlink()
+    summaries = {}
+    for stage in ("pack", "eval"):
+        capsys.readouterr()
+        assert main(["--profile", "smoke", "--stage", stage, *_overrides(corpus_dir)]) == 0
+        out = capsys.readouterr().out
+        summaries[stage] = json.loads(out[out.index('{\n  "stage"'):])
+    assert summaries["pack"]["skipped"] is True
+    val_tokens = summaries["pack"]["splits"]["val"]["tokens"]
+    assert summaries["eval"]["tokens"] == (val_tokens - 1) // 16 * 16  # every whole window of block_size 16
+    assert summaries["eval"]["loss"] == pytest.approx(cli["loss"], rel=1e-4)  # another batch size, same number
+    assert not log_file.exists()
