@@ -15,6 +15,7 @@ T_START = time.perf_counter()  # "since process start" counts from here (before 
 import json  # noqa: E402
 import sys  # noqa: E402
 from dataclasses import asdict  # noqa: E402
+from functools import partial  # noqa: E402
 
 from shared.cli import command_line, resolve_profile, run_week, week_arg_parser  # noqa: E402
 from shared.data.corpus import load_corpus  # noqa: E402
@@ -73,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
 
     t = time.perf_counter()
     best = trained.result.checkpoints["best"]
-    ev = [evaluate_checkpoint(str(best), batch_size=b, max_tokens=cfg.eval.max_tokens, device=cfg.train.device)
-          for b in (cfg.eval.batch_size, cfg.eval.batch_size, 1)]
+    evaluate = partial(evaluate_checkpoint, str(best), max_tokens=cfg.eval.max_tokens, device=cfg.train.device)
     if stage == "eval":
-        return _show(stage, {"checkpoint": best, **ev[0]})
+        return _show(stage, {"checkpoint": best, **evaluate(batch_size=cfg.eval.batch_size)})
+    ev = [evaluate(batch_size=b) for b in (cfg.eval.batch_size, cfg.eval.batch_size, 1)]  # reproducible? batch-free?
     train_stream, _ = open_token_file(packed.dir / "train.bin")
     val_stream, _ = open_token_file(packed.dir / "val.bin")
     n_eval = cfg.eval.max_tokens or len(val_stream)

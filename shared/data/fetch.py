@@ -82,22 +82,22 @@ def matches(path: Path, spec: FileSpec, pinned: str = "") -> bool:
 
 
 def _verify(path: Path, spec: FileSpec, origin: str, pinned: str = "") -> None:
-    if not spec.sha256 and not matches(path, spec, pinned):
+    if matches(path, spec, pinned):  # hashes the file once (a 2 GB file takes seconds)
+        return
+    if not spec.sha256:
         size = path.stat().st_size
         what = (f"{size:,} bytes, expected {spec.size:,}" if size != spec.size else
                 f"sha256 {sha256sum(path)}, but {pin_path(path).name} pinned {pinned} when it was first fetched")
         raise ChecksumError(f"{spec.relpath} ({origin}: {path}) does not match: {what}. The file is corrupt, truncated "
                             f"or a different version. Fix: delete {path} (and its .sha256) and run again.")
-    if not matches(path, spec, pinned):
-        got = sha256sum(path)
-        alt = f" (or md5 {spec.alt_md5})" if spec.alt_md5 else ""
-        raise ChecksumError(
-            f"checksum mismatch for {spec.relpath} ({origin}: {path}): expected sha256 {spec.sha256}{alt}, "
-            f"got {got} ({path.stat().st_size:,} bytes, expected {spec.size:,}). The file is corrupt, "
-            f"truncated or a different version. Fix: delete {path} and run again (or `make data`)"
-            + (" (and check the mirror copy)" if origin == "mirror" else "")
-            + "."
-        )
+    alt = f" (or md5 {spec.alt_md5})" if spec.alt_md5 else ""
+    raise ChecksumError(
+        f"checksum mismatch for {spec.relpath} ({origin}: {path}): expected sha256 {spec.sha256}{alt}, "
+        f"got {sha256sum(path)} ({path.stat().st_size:,} bytes, expected {spec.size:,}). The file is corrupt, "
+        f"truncated or a different version. Fix: delete {path} and run again (or `make data`)"
+        + (" (and check the mirror copy)" if origin == "mirror" else "")
+        + "."
+    )
 
 
 def _install(src: Path | None, url: str | None, dest: Path, spec: FileSpec, origin: str) -> None:
@@ -174,8 +174,8 @@ def prepare_file(spec: FileSpec, root: Path | None = None) -> FileState:
     raise DatasetUnavailableError(
         f"dataset file {spec.relpath} is not available. Looked in:\n  - "
         + "\n  - ".join(looked)
-        + f"\nFix: connect to the internet and run again (`make data` fetches every dataset but the on-demand ones), or set {MIRROR_ENV} to a folder that "
-        f"holds {spec.relpath}, or copy the file to {dest}."
+        + "\nFix: connect to the internet and run again (`make data` fetches every dataset but the on-demand ones), "
+        f"or set {MIRROR_ENV} to a folder that holds {spec.relpath}, or copy the file to {dest}."
     )
 
 
