@@ -27,9 +27,10 @@ def evaluate_checkpoint(ckpt: str, tokenizer: str | None = None, data: str | Non
         CheckpointError: the checkpoint is missing, corrupt, or was trained with another tokenizer.
         TokenFileError: the val file is missing, truncated, or packed with another tokenizer.
     """
-    meta = load_checkpoint(ckpt)["meta"]
+    state = load_checkpoint(ckpt)  # read once: its meta names the tokenizer and val file, its weights the model
+    meta = state["meta"]
     tok = BPETokenizer.load(tokenizer or meta["tokenizer"])
-    model = load_for_eval(ckpt, tok, resolve_device(device))
+    model = load_for_eval(ckpt, tok, resolve_device(device), state)
     stream, _ = open_token_file(data or meta["val_data"], tok.sha256)
     return stream_loss(model, stream, model.cfg.block_size, batch_size, max_tokens=max_tokens)
 

@@ -173,14 +173,18 @@ def train_stage(cfg: Week05Config, profile: str, tokenizer: TokenizerOut, packed
                     float(rows.mfu.median()) if "mfu" in rows else None, source, peak_memory_gib(device))
 
 
-def load_for_eval(ckpt: str | Path, tok: BPETokenizer, device: torch.device | str = "cpu") -> GPT:
+def load_for_eval(ckpt: str | Path, tok: BPETokenizer, device: torch.device | str = "cpu",
+                  state: dict | None = None) -> GPT:
     """The GPT of a week-5 checkpoint, after checking it was trained with ``tok``.
+
+    Args:
+        state: ``ckpt`` already loaded by :func:`shared.checkpoint.load_checkpoint` (it is read from disk otherwise).
 
     Raises:
         CheckpointError: missing/unreadable file, or its vocabulary / tokenizer differs from ``tok``'s
             (the message names both).
     """
-    state = load_checkpoint(ckpt, map_location="cpu")
+    state = load_checkpoint(ckpt, map_location="cpu") if state is None else state
     meta = state["meta"]
     mcfg = GPTConfig(**meta["model"])
     if mcfg.vocab_size < tok.vocab_size or meta.get("tokenizer_sha256") not in (None, tok.sha256):
