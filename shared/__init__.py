@@ -1,12 +1,15 @@
 """AI from Scratch: the stable library every week imports.
 
-Modules (one concept each): ``config`` (typed layered config), ``repro`` (seeds, determinism,
-environment record), ``data`` (registry, verified fetch, samplers, MNIST), ``models``, ``train``
-(Trainer, optimizers, schedules), ``checkpoint``, ``tracking`` (CSV/TensorBoard metrics),
-``report`` (weekly logs), ``results`` (run registry), ``rundir``, ``cli``, ``paths``, ``atomic``,
-``dist`` (torchrun/DDP set-up, failure reporting), ``amp`` (autocast, GradScaler), ``profiling``
-(step timers, peak memory, torch.profiler), ``analysis`` (confusion matrix, error grids), ``nn`` (hand-written transformer pieces: attention,
-multi-head attention, norms and MLPs, positions), ``flops`` (FLOPs per token, peak FLOP/s, MFU).
+Modules (one concept each; the layers are drawn in ``docs/architecture.md``): ``config`` (typed layered config),
+``repro`` (seeds, determinism, environment record), ``data`` (dataset registry, verified fetch, samplers, MNIST,
+CIFAR, text corpora, tokenizers, packed LM data), ``nn`` (hand-written transformer pieces: attention, multi-head
+attention, norms and MLPs, positions), ``models`` (classifiers, the GPT, the causal-LM interface, the Hugging Face
+path, the model registry), ``tasks`` (objectives for the step loop), ``train`` (configs, optimizers, schedules,
+the step loop, the pre-training recipe, the classifier Trainer), ``parallel`` (none / DDP strategies),
+``checkpoint``, ``tracking`` (metric loggers, the step line), ``report`` (weekly logs), ``results`` (run registry),
+``rundir``, ``cli``, ``paths``, ``atomic``, ``device``, ``dist`` (torchrun set-up, failure reporting), ``amp``
+(autocast, GradScaler), ``profiling`` (step timers, peak memory, torch.profiler), ``analysis`` (confusion matrix,
+error grids), ``flops`` (FLOPs per token, peak FLOP/s, MFU).
 
 Submodules are imported on use, so ``import shared`` stays cheap. ``__all__`` is frozen by a
 test: adding or removing a module is a deliberate API change.
@@ -22,16 +25,19 @@ __all__ = [
     "cli",
     "config",
     "data",
+    "device",
     "dist",
     "flops",
     "models",
     "nn",
+    "parallel",
     "paths",
     "profiling",
     "repro",
     "report",
     "results",
     "rundir",
+    "tasks",
     "testing",
     "tracking",
     "train",

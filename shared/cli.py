@@ -64,9 +64,11 @@ def _explained_errors() -> tuple[type[BaseException], ...]:
     from shared.data.fetch import DatasetError
     from shared.data.tokenizer import TokenizerError
     from shared.dist import DistSetupError
+    from shared.rundir import RunLockedError
     from shared.train.step import NonFiniteLossError
 
-    return ConfigError, DatasetError, CheckpointError, TokenizerError, NonFiniteLossError, DistSetupError
+    return (ConfigError, DatasetError, CheckpointError, TokenizerError, NonFiniteLossError, DistSetupError,
+            RunLockedError)
 
 
 def run_week(main: Callable[[], int]) -> int:

@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from shared.atomic import atomic_write_text
+from shared.device import resolve_device
 from shared.tracking import console
 
 # Wall-clock time just before this process joined the rendezvous. No rank of this launch can have
@@ -104,8 +105,6 @@ def init_distributed(cfg: DistConfig | None = None, device: str = "auto") -> Dis
     """
     cfg = cfg or DistConfig()
     if not launched_by_torchrun():
-        from shared.train.trainer import resolve_device  # lazy: shared.train imports this module
-
         return DistInfo(0, 0, 1, None, resolve_device(device))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     world_size = int(os.environ["WORLD_SIZE"])

@@ -10,8 +10,12 @@ Kaplan et al. 2020, https://arxiv.org/abs/2001.08361) plus the attention score a
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
+import platform
 import time
+from pathlib import Path
 
 import torch
 
@@ -78,14 +82,46 @@ def mfu(tokens_per_sec: float, flops_per_token: float, peak: float | None) -> fl
     return None if not peak else tokens_per_sec * flops_per_token / peak
 
 
+def _cpu_fingerprint() -> str:
+    """What the measured CPU peak depends on: the CPU model, torch's version and its thread count."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{platform.node()}|{model}|torch {torch.__version__}|{torch.get_num_threads()} threads"
+
+
+def cached_cpu_peak(max_age_s: float = 7 * 24 * 3600) -> float:
+    """:func:`measured_matmul_flops` on the CPU, measured once per machine and kept for ``max_age_s`` in
+    ``<runs root>/.cache/cpu_matmul_peak.json`` (keyed by :func:`_cpu_fingerprint`): the ~1 s measurement would
+    otherwise delay every week's first training step."""
+    from shared.atomic import atomic_write_text
+    from shared.paths import runs_root
+
+    path, key = runs_root() / ".cache" / "cpu_matmul_peak.json", _cpu_fingerprint()
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        entry = json.loads(path.read_text())[key]
+        if time.time() - entry["measured_at"] < max_age_s:
+            return float(entry["flops"])
+    peak = measured_matmul_flops("cpu")
+    cache: dict = {}
+    with contextlib.suppress(OSError, ValueError):
+        cache = json.loads(path.read_text())
+    cache[key] = {"flops": peak, "measured_at": time.time()}
+    atomic_write_text(path, json.dumps(cache, indent=2) + "\n")
+    return peak
+
+
 @functools.cache
 def mfu_peak(device: torch.device, precision: str) -> tuple[float | None, str]:
     """The denominator of MFU and where it comes from: :func:`peak_flops` on a known GPU; on a CPU the measured
-    fp32 matmul throughput (:func:`measured_matmul_flops`), said so. Measured once per process, so every MFU
-    figure of a run shares one denominator."""
+    fp32 matmul throughput (:func:`cached_cpu_peak`), said so. Once per process, so every MFU figure of a run
+    shares one denominator."""
     device = torch.device(device)
     peak, source = peak_flops(device, precision)
     if peak is None and device.type == "cpu":
-        peak = measured_matmul_flops(device)
+        peak = cached_cpu_peak()
         source = f"CPU: measured fp32 1024x1024 matmul, {peak / 1e9:.1f} GFLOP/s (no datasheet peak)"
     return peak, source

@@ -1,8 +1,9 @@
-"""Metric logging: one CSV (a row per logged step or epoch), TensorBoard, and rank-0 console output.
+"""Metric logging: the :class:`MetricLogger` interface (a no-op), the CSV + TensorBoard logger of a run
+(:class:`FileLogger`), rank-0 console output and the one fixed-format step line.
 
-The CSV is the source of truth for reports. It is kept in memory and rewritten atomically on
-:meth:`MetricLogger.flush`, so its header can grow as new metrics appear and a resumed run can drop
-the rows logged after its checkpoint (they would otherwise appear twice).
+Tasks and loops log through the interface and never know where rows go. The CSV is the source of truth for
+reports. It is kept in memory and rewritten atomically on :meth:`FileLogger.flush`, so its header can grow as new
+metrics appear and a resumed run can drop the rows logged after its checkpoint (they would otherwise appear twice).
 """
 
 from __future__ import annotations
@@ -38,12 +39,19 @@ def console(msg: str) -> None:
         sys.stdout.flush()
 
 
-def format_step(step: int, metrics: dict[str, float]) -> str:
-    """The one fixed-format step line: ``step 100 | loss 0.3120 | lr 1.00e-01 | ...``."""
-    parts = [f"step {step}"]
+def format_step(step: int, metrics: dict[str, float], total: int | None = None) -> str:
+    """The one fixed-format step line: ``step 100/1200 | loss 0.3120 | lr 1.00e-01 | dt 12.3ms | tok/s 5,314 |
+    mfu 36.3%`` (``dt`` in seconds, ``mfu`` as a fraction; other floats to 4 decimals)."""
+    parts = [f"step {step}" + (f"/{total}" if total else "")]
     for k, v in metrics.items():
         if k == "lr":
             parts.append(f"lr {v:.2e}")
+        elif k == "dt":
+            parts.append(f"dt {v * 1e3:.1f}ms")
+        elif k == "tokens_per_sec":
+            parts.append(f"tok/s {v:,.0f}")
+        elif k == "mfu":
+            parts.append(f"mfu {v:.1%}")
         elif isinstance(v, float):
             parts.append(f"{k} {v:.4f}" if abs(v) < 1e4 else f"{k} {v:,.0f}")
         else:
@@ -52,6 +60,28 @@ def format_step(step: int, metrics: dict[str, float]) -> str:
 
 
 class MetricLogger:
+    """Where metric rows go: the interface, and the no-op implementation (rows go nowhere).
+
+    ``log(phase, step, epoch, **metrics)`` records a row (``phase`` is e.g. ``train`` or ``val``; metrics are
+    scalars); ``resume(step)`` forgets rows after ``step`` (a resumed run); ``flush`` makes the rows durable;
+    ``close`` flushes and releases files.
+    """
+
+    def resume(self, step: int) -> None:
+        """Keep only rows with ``step <= step``."""
+
+    def log(self, phase: str, step: int, epoch: int = 0, **metrics: float) -> None:
+        """Record one row."""
+
+    def flush(self) -> None:
+        """Make every row so far durable."""
+
+    def close(self) -> None:
+        """Flush and release."""
+        self.flush()
+
+
+class FileLogger(MetricLogger):
     """Logs metrics of one run to ``<run_dir>/metrics.csv`` and ``<run_dir>/tb``.
 
     Args:
@@ -68,35 +98,30 @@ class MetricLogger:
         self.fields = list(BASE_FIELDS)
         self._tb_dir = Path(run_dir) / "tb" if tensorboard and is_rank0() else None
         self._tb = None
+        self._tb_pending: list[tuple[str, float, int]] = []  # written at flush: TensorBoard's ~1 s import waits
+        self._purge_step: int | None = None
 
     def resume(self, step: int) -> None:
-        """Reload the CSV, keeping only rows with ``step <= step`` (rows after the checkpoint go)."""
+        """Reload the CSV, keeping only rows with ``step <= step`` (rows after the checkpoint go); TensorBoard
+        events after ``step`` are purged at the first flush."""
         if self.path.is_file():
             with open(self.path, newline="") as f:
                 reader = csv.DictReader(f)
                 self.fields = list(reader.fieldnames or BASE_FIELDS)
                 self.rows = [r for r in reader if int(r["step"]) <= step]
-        if self._tb_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
+        self._purge_step = step + 1
 
-            self._tb = SummaryWriter(str(self._tb_dir), purge_step=step + 1)
-
-    def log(self, phase: str, step: int, epoch: int, **metrics: float) -> None:
+    def log(self, phase: str, step: int, epoch: int = 0, **metrics: float) -> None:
         """Record one row: ``phase`` is e.g. ``train`` or ``val``; metrics are scalars."""
         for k in metrics:
             if k not in self.fields:
                 self.fields.append(k)
         self.rows.append({"run_id": self.run_id, "seed": self.seed, "phase": phase, "step": step, "epoch": epoch, **metrics})
         if self._tb_dir is not None:
-            if self._tb is None:
-                from torch.utils.tensorboard import SummaryWriter  # ~1 s import, paid on first use
-
-                self._tb = SummaryWriter(str(self._tb_dir))
-            for k, v in metrics.items():
-                self._tb.add_scalar(f"{phase}/{k}", v, step)
+            self._tb_pending += [(f"{phase}/{k}", v, step) for k, v in metrics.items()]
 
     def flush(self) -> None:
-        """Atomically rewrite the CSV with every row so far."""
+        """Atomically rewrite the CSV with every row so far; write the pending TensorBoard scalars."""
         if not is_rank0():
             return
         buf = io.StringIO()
@@ -104,7 +129,14 @@ class MetricLogger:
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write_text(self.path, buf.getvalue())
-        if self._tb is not None:
+        if self._tb_pending:
+            if self._tb is None:
+                from torch.utils.tensorboard import SummaryWriter  # ~1 s import, paid at the first flush
+
+                self._tb = SummaryWriter(str(self._tb_dir), purge_step=self._purge_step)
+            for tag, value, step in self._tb_pending:
+                self._tb.add_scalar(tag, value, step)
+            self._tb_pending = []
             self._tb.flush()
 
     def close(self) -> None:

@@ -13,11 +13,11 @@ import pandas as pd
 
 from shared.cli import command_line, parse_week_args, run_week
 from shared.data.mnist import load_mnist, summarize
+from shared.device import resolve_device
 from shared.report import WeeklyLog, log_dir
 from shared.repro import environment
 from shared.tracking import console
 from shared.train.classify import to_device
-from shared.train.trainer import resolve_device
 from week01_scaffold import config, experiments, report
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from shared.checkpoint import load_checkpoint, load_model_state
+from shared.checkpoint import load_model
 from shared.data.mnist import MNISTSplits
 from shared.data.sampling import batch_loader
 from shared.models import build_model
@@ -62,12 +62,11 @@ class ReloadResult:
 
 
 def reload_best(run: ClassifierRun, cfg: Week01Config, splits: MNISTSplits) -> ReloadResult:
-    """Load ``best.pt`` into a freshly built model; evaluate it on val (must match) and on test."""
-    state = load_checkpoint(run.result.checkpoints["best"], map_location=run.device)
+    """Load the best checkpoint into a freshly built model; evaluate it on val (must match) and on test."""
     model = build_model(cfg.model).to(run.device)
-    load_model_state(model, state, source=str(run.result.checkpoints["best"]))
+    ck = load_model(model, run.result.checkpoints["best"])
     eb = cfg.data.eval_batch_size
     val = evaluate(model, batch_loader(splits.val, eb, shuffle=False), run.device)
     test = evaluate(model, batch_loader(splits.test, eb, shuffle=False), run.device)
-    recorded = state["meta"]["val"]
-    return ReloadResult(recorded, val, test, int(state["progress"]["step"]))
+    recorded = ck.progress["best"]
+    return ReloadResult({k: recorded[k] for k in ("loss", "acc")}, val, test, ck.step)

@@ -117,7 +117,7 @@ def build_log(
     mean, std = statistics.mean(accs), (statistics.stdev(accs) if len(accs) > 1 else 0.0)
     log.section("2-3. Softmax regression: train/eval loop, best checkpoint",
                 f"`SoftmaxRegression` (one `nn.Linear(784, 10)`), `CrossEntropyLoss`, {cfg.train.optimizer.upper()} "
-                f"lr={cfg.train.lr:g}, batch {cfg.data.batch_size}, {cfg.train.epochs} epochs. `best.pt` is chosen by "
+                f"lr={cfg.train.lr:g}, batch {cfg.data.batch_size}, {cfg.train.epochs} epochs. the best checkpoint (`checkpoints/best`) is chosen by "
                 "val accuracy.")
     log.plot(plot_seeds(seeds), "baseline_curves", "Baseline runs, one per seed: train loss per step and val accuracy per epoch")
     log.table(seed_df, "seeds")
@@ -127,11 +127,11 @@ def build_log(
 
     rl = pd.DataFrame([
         {"what": "val (recorded at training time)", "loss": reload.recorded_val["loss"], "acc": reload.recorded_val["acc"]},
-        {"what": "val (best.pt reloaded)", "loss": reload.reloaded_val["loss"], "acc": reload.reloaded_val["acc"]},
-        {"what": "test (best.pt reloaded)", "loss": reload.test["loss"], "acc": reload.test["acc"]},
+        {"what": "val (best checkpoint reloaded)", "loss": reload.reloaded_val["loss"], "acc": reload.reloaded_val["acc"]},
+        {"what": "test (best checkpoint reloaded)", "loss": reload.test["loss"], "acc": reload.test["acc"]},
     ])
-    log.section("3. Reloading the best checkpoint", f"`best.pt` from step {reload.best_step} is loaded into a freshly "
-                "built model (`torch.load(weights_only=True)`) and evaluated again.")
+    log.section("3. Reloading the best checkpoint", f"`checkpoints/best` (step {reload.best_step}) is loaded into a freshly "
+                "built model (weights from safetensors) and evaluated again.")
     log.table(rl, "reload")
     log.check("reloaded best checkpoint reproduces val metrics exactly", reload.exact,
               f"loss {reload.reloaded_val['loss']!r} vs {reload.recorded_val['loss']!r}, "

@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 
 from shared.amp import grad_scaler
 from shared.data.mnist import MNISTSplits
 from shared.data.sampling import ResumableBatchSampler, batch_loader
 from shared.dist import DistInfo, all_gather_objects, all_reduce_mean, barrier
 from shared.models import ModelConfig, build_model
+from shared.parallel import Parallel, build_parallel
 from shared.profiling import ProfileResult, StepTimer, peak_memory_gib, profile_steps, reset_peak_memory
 from shared.repro import seed_everything, set_deterministic
 from shared.rundir import start_run
@@ -27,7 +27,7 @@ from shared.tracking import console
 from shared.train.classify import ClassifierRun, fit_classifier
 from shared.train.config import TrainConfig
 from shared.train.optim import build_optimizer
-from shared.train.step import train_step
+from shared.train.step import train_step, xy_loss
 from week02_ddp.config import BenchPoint, RunConfig, Week02Config
 
 WEEK = "week02"
@@ -197,20 +197,24 @@ class _Batches:
         return out
 
 
-def _bench_model(ctx: Context, precision: str) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.amp.GradScaler]:
+CE = xy_loss(F.cross_entropy)
+
+
+def _bench_model(ctx: Context, precision: str) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.amp.GradScaler,
+                                                       Parallel]:
+    """The CNN wrapped for training by the run's strategy (DDP under torchrun), its optimizer and GradScaler."""
     seed_everything(ctx.cfg.train.seed)
     set_deterministic(False)  # fastest kernels: this is a throughput measurement
     model = build_model(ctx.cfg.cnn).to(ctx.info.device)
-    opt = build_optimizer(model, ctx.cfg.train)  # the training optimizer at its peak lr (no schedule)
-    if ctx.info.is_distributed:
-        model = DistributedDataParallel(model, device_ids=[ctx.info.device] if ctx.info.device.type == "cuda" else None)
-    return model, opt, grad_scaler(ctx.info.device, precision)
+    opt = build_optimizer(model, ctx.cfg.train.optim())  # the training optimizer at its peak lr (no schedule)
+    parallel = build_parallel("auto", ctx.info)
+    return parallel.wrap(model), opt, grad_scaler(ctx.info.device, precision), parallel
 
 
 def bench(ctx: Context, point: BenchPoint) -> BenchResult:
     """``bench_warmup + bench_steps`` optimizer steps of the CNN at ``point``; timed, memory-tracked."""
     ex, device = ctx.cfg.experiment, ctx.info.device
-    model, opt, scaler = _bench_model(ctx, point.precision)
+    model, opt, scaler, parallel = _bench_model(ctx, point.precision)
     batches = _Batches(ctx, point.micro_batch)
     timer = StepTimer(device)
     reset_peak_memory(device)
@@ -220,7 +224,8 @@ def bench(ctx: Context, point: BenchPoint) -> BenchResult:
         timer.start_step()
         with timer.phase("data"):
             micro = batches.take(point.grad_accum_steps)
-        loss = train_step(model, opt, micro, F.cross_entropy, precision=point.precision, scaler=scaler, timer=timer)
+        loss, _ = train_step(model, opt, micro, CE, precision=point.precision, scaler=scaler, parallel=parallel,
+                             timer=timer)
         timer.end_step()
         losses.append(all_reduce_mean(loss).item())
         skipped += int(scaler.is_enabled() and scaler.get_scale() < scale)
@@ -281,11 +286,11 @@ def allreduce_ms(ctx: Context, numel: int, reps: int = 20) -> float:
 def profile(ctx: Context, trace_path: Path) -> ProfileResult:
     """A ``torch.profiler`` trace of a few fp32 steps at the base config (each rank writes its own file)."""
     ex, micro = ctx.cfg.experiment, ctx.cfg.data.batch_size
-    model, opt, scaler = _bench_model(ctx, "fp32")
+    model, opt, _, parallel = _bench_model(ctx, "fp32")
     batches = _Batches(ctx, micro)
     rank_path = trace_path if ctx.info.is_main else trace_path.with_name(f"{trace_path.stem}.rank{ctx.info.rank}.json")
 
     def step() -> None:
-        train_step(model, opt, batches.take(1), F.cross_entropy)
+        train_step(model, opt, batches.take(1), CE, parallel=parallel)
 
     return profile_steps(step, rank_path, ctx.info.device, ex.profile_warmup, ex.profile_active)

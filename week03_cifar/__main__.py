@@ -11,10 +11,10 @@ import time
 
 from shared.cli import command_line, parse_week_args, run_week
 from shared.data.cifar import load_cifar10
+from shared.device import resolve_device
 from shared.report import WeeklyLog, log_dir
 from shared.repro import environment
 from shared.train.classify import to_device
-from shared.train.trainer import resolve_device
 from week03_cifar import bench_speed, config, experiments, report
 
 

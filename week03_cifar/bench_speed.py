@@ -19,11 +19,11 @@ from torch.utils.data import TensorDataset
 
 from shared.cli import parse_week_args
 from shared.data.cifar import CIFARSplits, load_cifar10
+from shared.device import resolve_device
 from shared.paths import runs_root
 from shared.rundir import start_run
 from shared.tracking import console
 from shared.train.classify import fit_classifier, to_device
-from shared.train.trainer import resolve_device
 from week03_cifar import config
 from week03_cifar.config import SpeedRunConfig, Week03Config
 from week03_cifar.experiments import WEEK, augmenter

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     t_trained = time.perf_counter()
     timings["training (incl. evals and samples)"] = t_trained - t
     t = time.perf_counter()
-    backends = checks.backend_losses(lm.model.float(), data.val, cfg.train.micro_batch)
+    backends = checks.backend_losses(lm.model.float(), data.val, cfg.loop.micro_batch)
     tests = checks.run_component_tests()
     timings["checks (component tests, backends)"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -47,11 +47,12 @@ def main(argv: list[str] | None = None) -> int:
                     log_dir("week04", profile))
     timings["total"] = time.perf_counter() - t0
     # A resumed run's end-to-end time: its training (summed over processes, in the evals) + this process's rest.
-    end_to_end = lm.result.evals[-1]["wall_s"] + time.perf_counter() - t_trained
+    end_to_end = lm.fit.evals[-1]["wall_s"] + time.perf_counter() - t_trained
     log.header(environment(), profile, command_line("week04_transformer", profile, overrides),
                {"wall clock (s)": f"{timings['total']:.1f}", "device": str(next(lm.model.parameters()).device)})
     report.build_log(log, cfg, {"lm": lm, "tests": tests, "backends": backends, "bench": bench_result,
-                                "data_text": data_text, "timings": timings, "end_to_end_s": end_to_end})
+                                "data_text": data_text, "timings": timings, "end_to_end_s": end_to_end,
+                                "n_train": n_train})
     return log.finish(timings["total"])
 
 

@@ -1,4 +1,5 @@
-"""Week 4's config: the text, the GPT's shape, the LM training run, sampling, the checks' targets, the benchmark."""
+"""Week 4's config: the text, the GPT's shape, the training run (optimizer, schedule, loop, eval), sampling, the
+checks' targets, the benchmark."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from pathlib import Path
 
 from shared.cli import config_files
 from shared.config import load_config
+from shared.models.generation import SampleConfig
 from shared.models.gpt import GPTConfig
-from shared.train.lm import LMTrainConfig, run_identity
+from shared.tasks.lm import LMTaskConfig
+from shared.train.config import LoopConfig, OptimConfig, ScheduleConfig, run_identity
+from shared.train.pretrain import LMSetup
 
 WEEK_DIR = Path(__file__).resolve().parent
 
@@ -19,17 +23,6 @@ class DataConfig:
 
     dataset: str = "tiny_shakespeare"  # a single-file text dataset of the registry
     val_frac: float = 0.1  # the last 10% of the characters is validation (nanoGPT's split)
-
-
-@dataclass
-class SampleConfig:
-    """Samples written into the log at the first, middle and last eval."""
-
-    prompt: str = "\n"  # generation starts from this text
-    max_new_tokens: int = 300  # characters generated per sample
-    temperature: float = 0.8  # < 1 sharpens the distribution
-    top_k: int = 40  # sample among the k most likely characters (0 = all)
-    seed: int = 0  # the same noise at every sample point, so only the model changes
 
 
 @dataclass
@@ -56,27 +49,37 @@ class Week04Config:
 
     data: DataConfig = field(default_factory=DataConfig)
     model: GPTConfig = field(default_factory=GPTConfig)
-    train: LMTrainConfig = field(default_factory=LMTrainConfig)
-    sample: SampleConfig = field(default_factory=SampleConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    task: LMTaskConfig = field(default_factory=LMTaskConfig)
+    sample: SampleConfig = field(default_factory=lambda: SampleConfig(prompt="\n", max_new_tokens=300, top_k=40))
     check: CheckConfig = field(default_factory=CheckConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+
+    def setup(self) -> LMSetup:
+        """The training run's settings, for :func:`shared.train.pretrain.pretrain`."""
+        return LMSetup(self.model, self.optim, self.schedule, self.loop, self.task)
 
 
 @dataclass
 class RunConfig:
     """What identifies the training run's directory (and so what a re-run resumes): the data, the model, the
-    training settings except those that only say when to stop or how to show progress, and the samples (which
-    are stored with the run's evals)."""
+    optimizer, schedule and loop (except the settings that only say when to stop or how to show progress), the
+    eval, and the samples (which are stored with the run's evals)."""
 
     data: DataConfig
     model: GPTConfig
-    train: LMTrainConfig
+    optim: OptimConfig
+    schedule: ScheduleConfig
+    loop: LoopConfig
+    task: LMTaskConfig
     sample: SampleConfig
 
 
 def run_config(cfg: Week04Config) -> RunConfig:
-    """``cfg`` reduced to the training run's identity (``train.stop_at``, ``resume``, ``progress`` normalised)."""
-    return RunConfig(cfg.data, cfg.model, run_identity(cfg.train), cfg.sample)
+    """``cfg`` reduced to the training run's identity (``loop.stop_at``, ``resume``, ``progress`` normalised)."""
+    return RunConfig(cfg.data, cfg.model, cfg.optim, cfg.schedule, run_identity(cfg.loop), cfg.task, cfg.sample)
 
 
 def load(profile: str, overrides: list[str] | tuple[str, ...] = ()) -> Week04Config:

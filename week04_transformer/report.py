@@ -12,32 +12,32 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from shared.report import WeeklyLog  # noqa: E402
+from shared.train.pretrain import LMRun  # noqa: E402
 from week04_transformer.checks import TestCount  # noqa: E402
 from week04_transformer.config import Week04Config  # noqa: E402
-from week04_transformer.train import CharLMRun  # noqa: E402
 
 
-def eval_table(lm: CharLMRun) -> pd.DataFrame:
+def eval_table(lm: LMRun) -> pd.DataFrame:
     """One row per eval: step, tokens seen, train/val loss (nats/char), seconds."""
     return pd.DataFrame([{
         "step": e["step"], "tokens": e["tokens"], "train loss": round(e["train_loss"], 4),
         "val loss": round(e["val_loss"], 4), "train time (s)": round(e["train_time_s"], 1),
         "since start (s)": round(e["wall_s"], 1), "sample": "yes" if "sample" in e else "",
-    } for e in lm.result.evals])
+    } for e in lm.fit.evals])
 
 
-def time_to_target(lm: CharLMRun, target: float) -> dict[str, Any] | None:
+def time_to_target(lm: LMRun, target: float) -> dict[str, Any] | None:
     """The first eval with val loss <= ``target`` (None when never reached)."""
-    return next((e for e in lm.result.evals if e["val_loss"] <= target), None)
+    return next((e for e in lm.fit.evals if e["val_loss"] <= target), None)
 
 
-def plot_curves(lm: CharLMRun, target: float):
+def plot_curves(lm: LMRun, target: float):
     m = lm.metrics
     tr, va = m[m.phase == "train"], m[m.phase == "val"]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(tr.step, tr.loss, lw=0.8, alpha=0.6, label="train (batch)")
     ax.plot(va.step, va.train_loss, "o-", label="train (eval estimate)")
-    ax.plot(va.step, va.loss, "s-", label="val")
+    ax.plot(va.step, va.val_loss, "s-", label="val")
     ax.axhline(target, color="grey", ls="--", lw=0.8, label=f"target {target}")
     ax.axhline(math.log(lm.model.cfg.vocab_size), color="red", ls=":", lw=0.8, label="ln(vocab): uniform guess")
     ax.set(xlabel="step", ylabel="loss (nats/char)", title="Char-level GPT on Tiny Shakespeare")
@@ -48,9 +48,9 @@ def plot_curves(lm: CharLMRun, target: float):
 
 def build_log(log: WeeklyLog, cfg: Week04Config, r: dict[str, Any]) -> None:
     """Write every section and check of the week into ``log``."""
-    lm: CharLMRun = r["lm"]
+    lm: LMRun = r["lm"]
     tests: TestCount = r["tests"]
-    evals, c, t = lm.result.evals, lm.model.cfg, cfg.train
+    evals, c, o, sc, t = lm.fit.evals, lm.model.cfg, cfg.optim, cfg.schedule, cfg.loop
     first, last = evals[0], evals[-1]
     ln_v = math.log(c.vocab_size)
     log.section("Data", r["data_text"])
@@ -61,21 +61,21 @@ def build_log(log: WeeklyLog, cfg: Week04Config, r: dict[str, Any]) -> None:
         f"({lm.model.num_params(False):,} in all); {lm.flops_per_token / 1e6:.2f} MFLOPs per training token "
         f"(6N + 12·L·H·Q·T)."))
     log.config(cfg)
-    resumed = (f" This process resumed the run from its checkpoint at step {lm.result.resumed_from:,}."
-               if lm.result.resumed_from else "")
+    resumed = (f" This process resumed the run from its checkpoint at step {lm.fit.resumed_from:,}."
+               if lm.fit.resumed_from else "")
     log.section("Training", (
-        f"AdamW (β = {t.beta1}, {t.beta2}; weight decay {t.weight_decay} on matrices only), lr {t.lr:g} after "
-        f"{t.warmup_steps} warm-up steps, {t.schedule} to {t.min_lr:g}, gradient clipping at {t.grad_clip}, "
+        f"AdamW (β = {o.beta1}, {o.beta2}; weight decay {o.weight_decay} on matrices only), lr {o.lr:g} after "
+        f"{sc.warmup_steps} warm-up steps, {sc.name} to {sc.min_lr:g}, gradient clipping at {t.grad_clip}, "
         f"{t.precision}{', torch.compile' if t.compile else ''}. {t.max_steps:,} steps of {t.micro_batch} x "
-        f"{c.block_size} characters ({lm.result.tokens:,} training characters, "
-        f"{lm.result.tokens / len(lm.data.train):.1f} passes over the training text); val loss on the same "
-        f"{t.eval_iters} val batches every {t.eval_every} steps. Run folder: `{lm.run.run_id}`.{resumed}"))
+        f"{c.block_size} characters ({lm.fit.tokens:,} training characters, "
+        f"{lm.fit.tokens / r['n_train']:.1f} passes over the training text); val loss on the same "
+        f"{cfg.task.eval_iters} val batches every {t.eval_every} steps. Run folder: `{lm.run.run_id}`.{resumed}"))
     log.plot(plot_curves(lm, cfg.check.target_val_loss), "loss_curves", "Loss per step (train batches) and at each eval")
     log.table(eval_table(lm), "evals", "Evals: loss in nats per character")
     rows = lm.metrics[lm.metrics.phase == "train"]
     speed = f"Training ran at a median {rows.tokens_per_sec.median():,.0f} tokens/s"
     if "mfu" in rows:
-        speed += f", MFU {rows.mfu.median():.1%} against {lm.peak[1]}"
+        speed += f", MFU {rows.mfu.median():.1%} against {lm.mfu_source}"
     log.text(speed + ".")
     hit = time_to_target(lm, cfg.check.target_val_loss)
     if hit:
@@ -117,6 +117,6 @@ def build_log(log: WeeklyLog, cfg: Week04Config, r: dict[str, Any]) -> None:
     log.check("val loss target", last["val_loss"] <= cfg.check.target_val_loss,
               f"final val loss {last['val_loss']:.4f}", f"≤ {cfg.check.target_val_loss} nats/char")
     total = r["end_to_end_s"]
-    summed = " (training time summed over the processes of a resumed run)" if lm.result.resumed_from else ""
+    summed = " (training time summed over the processes of a resumed run)" if lm.fit.resumed_from else ""
     log.check("time budget", total <= cfg.check.time_budget_s, f"{total:.0f} s from process start to the log{summed}",
               f"≤ {cfg.check.time_budget_s:.0f} s")

@@ -19,7 +19,8 @@ from functools import partial  # noqa: E402
 
 from shared.cli import command_line, resolve_profile, run_week, week_arg_parser  # noqa: E402
 from shared.data.corpus import load_corpus  # noqa: E402
-from shared.data.pack import open_token_file  # noqa: E402
+from shared.data.lm import pack_stage, tokenizer_stage  # noqa: E402
+from shared.models.generation import sample_text  # noqa: E402
 from shared.report import WeeklyLog, log_dir  # noqa: E402
 from shared.repro import environment  # noqa: E402
 from shared.train.perplexity import stream_loss, unigram_loss  # noqa: E402
@@ -47,14 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     corpus = load_corpus(cfg.data)
     timings["corpus"] = time.perf_counter() - t
-    tok_out = stages.tokenizer_stage(cfg, corpus)
+    tok_out = tokenizer_stage(cfg.data, corpus, stages.WEEK, cfg.check.roundtrip_docs)
     timings["tokenizer"] = tok_out.seconds
     if stage == "tokenizer":
         return _show(stage, {k: v for k, v in vars(tok_out).items() if k != "tokenizer"})
-    packed = stages.pack_stage(cfg, corpus, tok_out.tokenizer)
+    packed = pack_stage(cfg.data, corpus, tok_out.tokenizer, stages.WEEK, cfg.model.block_size)
     timings["pack"] = packed.seconds
     sha = tok_out.tokenizer.sha256
-    cfg.model = stages.model_config(cfg, tok_out.tokenizer)  # the vocabulary every model of the week is built with
+    stages.set_vocab(cfg, tok_out)  # the vocabulary every model of the week is built with
     if stage == "pack":
         return _show(stage, asdict(packed))
     if stage == "bench":
@@ -69,24 +70,24 @@ def main(argv: list[str] | None = None) -> int:
     t_trained = time.perf_counter()
     timings["train"] = t_trained - t
     if stage == "train":
-        return _show(stage, {"run_dir": trained.run_dir, "skipped": trained.skipped, **trained.result.checkpoints,
-                             "final": trained.result.evals[-1], "tokens_per_sec": trained.tokens_per_sec})
+        return _show(stage, {"run_dir": trained.run.dir, "skipped": trained.skipped, **trained.fit.checkpoints,
+                             "final": trained.fit.evals[-1], "tokens_per_sec": trained.tokens_per_sec,
+                             "first_step_s": trained.fit.first_step_s})
 
     t = time.perf_counter()
-    best = trained.result.checkpoints["best"]
-    evaluate = partial(evaluate_checkpoint, str(best), max_tokens=cfg.eval.max_tokens, device=cfg.train.device)
+    best = trained.fit.checkpoints["best"]
+    evaluate = partial(evaluate_checkpoint, str(best), max_tokens=cfg.eval.max_tokens, device=cfg.loop.device)
     if stage == "eval":
         return _show(stage, {"checkpoint": best, **evaluate(batch_size=cfg.eval.batch_size)})
     ev = [evaluate(batch_size=b) for b in (cfg.eval.batch_size, cfg.eval.batch_size, 1)]  # reproducible? batch-free?
-    train_stream, _ = open_token_file(packed.dir / "train.bin")
-    val_stream, _ = open_token_file(packed.dir / "val.bin")
+    train_stream, val_stream = stages.streams(packed, sha)
     n_eval = cfg.eval.max_tokens or len(val_stream)
     unigram = unigram_loss(train_stream, val_stream[:n_eval], cfg.model.vocab_size)
     final_model = trained.model
     final_eval = stream_loss(final_model, val_stream, cfg.model.block_size, cfg.eval.batch_size,
                             max_tokens=cfg.eval.max_tokens)
     timings["eval"] = time.perf_counter() - t
-    sample = report.sample(final_model, tok_out.tokenizer, cfg.sample)
+    sample = sample_text(final_model, tok_out.tokenizer, cfg.sample)
     t = time.perf_counter()
     bench = experiments.bench_grid(cfg, profile, packed, sha)
     timings["throughput grid"] = time.perf_counter() - t
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         "final_eval": final_eval, "unigram": unigram, "sample": sample, "timings": timings, "bench": bench,
         "ablation": ablation, "ladder": ladder, "tuning": tuning,
         # a resumed run's training time is summed over its processes (in the evals), plus this process's rest
-        "end_to_end_s": trained.result.evals[-1]["wall_s"] + time.perf_counter() - t_trained,
+        "end_to_end_s": trained.fit.evals[-1]["wall_s"] + time.perf_counter() - t_trained,
     })
     return log.finish(timings["total"])
 

@@ -1,4 +1,5 @@
-"""Week 5's config: corpus and tokenizer, model, training, eval, and the checks' thresholds."""
+"""Week 5's config: corpus and tokenizer, model, training (optimizer, schedule, loop, eval estimate), the fixed
+eval, the sample, the checks' thresholds, and the short runs of the ablation and the ladder."""
 
 from __future__ import annotations
 
@@ -7,20 +8,14 @@ from pathlib import Path
 
 from shared.cli import config_files
 from shared.config import load_config
-from shared.data.corpus import CorpusConfig
+from shared.data.lm import LMDataConfig
+from shared.models.generation import SampleConfig
 from shared.models.gpt import GPTConfig
-from shared.train.lm import LMTrainConfig, run_identity
+from shared.tasks.lm import LMTaskConfig
+from shared.train.config import LoopConfig, OptimConfig, ScheduleConfig, run_identity
+from shared.train.pretrain import LMSetup
 
 WEEK_DIR = Path(__file__).resolve().parent
-
-
-@dataclass
-class DataConfig(CorpusConfig):
-    """The corpus (see :class:`CorpusConfig`), the tokenizer trained on its training documents, and packing."""
-
-    vocab_size: int = 4096  # BPE vocabulary, including 4 specials and 256 byte-fallback pieces
-    tokenizer_max_lines: int = 2_000_000  # training lines sampled for the tokenizer (seeded)
-    pad_vocab_to: int = 64  # the model's vocab_size is rounded up to a multiple of this (GPU-friendly matmuls)
 
 
 @dataclass
@@ -29,17 +24,6 @@ class EvalConfig:
 
     max_tokens: int = 0  # evaluate the first N tokens of val.bin (0 = all)
     batch_size: int = 16  # windows per forward pass (the result does not depend on it)
-
-
-@dataclass
-class SampleConfig:
-    """The story sample written into the log from the final checkpoint."""
-
-    prompt: str = ""  # generation starts from BOS + this text
-    max_new_tokens: int = 200
-    temperature: float = 0.8
-    top_k: int = 50
-    seed: int = 0
 
 
 @dataclass
@@ -74,7 +58,7 @@ class AblationConfig:
     warmup_steps: int = 50  # the "with warm-up" setting (0 is "without")
     grad_clip: float = 1.0  # the "with clipping" setting (0 is "without")
     accum_k: int = 4  # accumulation steps at an equal global batch (micro_batch / k per micro-batch)
-    high_lr: float = 0.01  # deliberately too high (10x the default train.lr)
+    high_lr: float = 0.01  # deliberately too high (10x the default optim.lr)
 
 
 @dataclass
@@ -101,9 +85,12 @@ class BenchConfig:
 class Week05Config:
     """Top level of ``configs/pipeline.yaml``."""
 
-    data: DataConfig = field(default_factory=DataConfig)
+    data: LMDataConfig = field(default_factory=LMDataConfig)
     model: GPTConfig = field(default_factory=GPTConfig)
-    train: LMTrainConfig = field(default_factory=LMTrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    task: LMTaskConfig = field(default_factory=LMTaskConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
@@ -112,19 +99,26 @@ class Week05Config:
     ladder: LadderConfig = field(default_factory=LadderConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
 
+    def setup(self) -> LMSetup:
+        """The main run's settings, for :func:`shared.train.pretrain.pretrain`."""
+        return LMSetup(self.model, self.optim, self.schedule, self.loop, self.task)
+
 
 @dataclass
 class TrainRunConfig:
-    """What identifies a training run (and so what a re-run resumes): the data, the model and the training
-    settings except those that only say when to stop or how to show progress."""
+    """What identifies a training run (and so what a re-run resumes): the data, the model, the optimizer, schedule
+    and loop (except the settings that only say when to stop or how to show progress) and the eval estimate."""
 
-    data: DataConfig
+    data: LMDataConfig
     model: GPTConfig
-    train: LMTrainConfig
+    optim: OptimConfig
+    schedule: ScheduleConfig
+    loop: LoopConfig
+    task: LMTaskConfig
 
 
-def train_run_config(cfg: Week05Config) -> TrainRunConfig:
-    return TrainRunConfig(cfg.data, cfg.model, run_identity(cfg.train))
+def train_run_config(data: LMDataConfig, setup: LMSetup) -> TrainRunConfig:
+    return TrainRunConfig(data, setup.model, setup.optim, setup.schedule, run_identity(setup.loop), setup.task)
 
 
 def load(profile: str, overrides: list[str] | tuple[str, ...] = ()) -> Week05Config:

@@ -1,6 +1,7 @@
 """``python -m week05_lm_pipeline.eval CKPT [--tokenizer T] [--data VAL.bin] [--batch-size B] [--max-tokens N]``
 
-Val loss (nats/token) and perplexity of a week-5 checkpoint on the fixed validation stream: every window of
+Val loss (nats/token) and perplexity of a week-5 checkpoint (a folder such as
+``runs/week05/cpu/gpt-<hash>/checkpoints/best``) on the fixed validation stream: every window of
 ``block_size + 1`` tokens of ``val.bin`` in order, so two calls give the same number and the batch size does
 not change it. The tokenizer and the val file default to the ones recorded in the checkpoint.
 """
@@ -11,12 +12,11 @@ import argparse
 import json
 import sys
 
-from shared.checkpoint import load_checkpoint
+from shared.cli import run_week
 from shared.data.pack import open_token_file
-from shared.data.tokenizer import BPETokenizer
+from shared.device import resolve_device
+from shared.models.loading import load_lm_for_eval
 from shared.train.perplexity import stream_loss
-from shared.train.trainer import resolve_device
-from week05_lm_pipeline.stages import load_for_eval
 
 
 def evaluate_checkpoint(ckpt: str, tokenizer: str | None = None, data: str | None = None, batch_size: int = 16,
@@ -24,20 +24,17 @@ def evaluate_checkpoint(ckpt: str, tokenizer: str | None = None, data: str | Non
     """``{"loss", "perplexity", "tokens"}`` of ``ckpt`` on ``data`` (see the module docstring).
 
     Raises:
-        CheckpointError: the checkpoint is missing, corrupt, or was trained with another tokenizer.
+        CheckpointError: the checkpoint is missing, incomplete, or was trained with another tokenizer.
         TokenFileError: the val file is missing, truncated, or packed with another tokenizer.
     """
-    state = load_checkpoint(ckpt)  # read once: its meta names the tokenizer and val file, its weights the model
-    meta = state["meta"]
-    tok = BPETokenizer.load(tokenizer or meta["tokenizer"])
-    model = load_for_eval(ckpt, tok, resolve_device(device), state)
-    stream, _ = open_token_file(data or meta["val_data"], tok.sha256)
-    return stream_loss(model, stream, model.cfg.block_size, batch_size, max_tokens=max_tokens)
+    lm = load_lm_for_eval(ckpt, tokenizer, resolve_device(device))
+    stream, _ = open_token_file(data or lm.checkpoint.meta["val_data"], lm.tokenizer.sha256)
+    return stream_loss(lm.model, stream, lm.model.cfg.block_size, batch_size, max_tokens=max_tokens)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="week05_lm_pipeline.eval", description=__doc__.splitlines()[0])
-    p.add_argument("ckpt", help="a checkpoint, e.g. runs/week05/cpu/gpt-<hash>/checkpoints/best.pt")
+    p.add_argument("ckpt", help="a checkpoint folder, e.g. runs/week05/cpu/gpt-<hash>/checkpoints/best")
     p.add_argument("--tokenizer", help="tokenizer .model (default: the one recorded in the checkpoint)")
     p.add_argument("--data", help="packed val .bin (default: the one recorded in the checkpoint)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -50,4 +47,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_week(main))

@@ -12,32 +12,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
 
-from shared.data.tokenizer import BPETokenizer  # noqa: E402
-from shared.models.gpt import GPT  # noqa: E402
 from shared.report import WeeklyLog  # noqa: E402
-from week05_lm_pipeline.config import SampleConfig, Week05Config  # noqa: E402
+from week05_lm_pipeline.config import Week05Config  # noqa: E402
 from week05_lm_pipeline.experiments import ShortRun  # noqa: E402
 
 WORD = re.compile(r"[A-Za-z]+")
-
-
-def sample(model: GPT, tok: BPETokenizer, cfg: SampleConfig) -> str:
-    """``cfg.max_new_tokens`` tokens after BOS + ``cfg.prompt``, seeded. The model may end a document (EOS) and
-    start another (BOS): documents are shown separated by a blank line."""
-    device = next(model.parameters()).device
-    idx = torch.tensor([[tok.bos_id, *tok.encode(cfg.prompt)]], device=device)
-    g = torch.Generator(device=device).manual_seed(cfg.seed)
-    out = model.generate(idx, cfg.max_new_tokens, cfg.temperature, cfg.top_k or None, generator=g)[0, 1:].tolist()
-    docs, current = [], []
-    for i in out:
-        if i in (tok.bos_id, tok.eos_id):
-            docs.append(current)
-            current = []
-        else:
-            current.append(i)
-    return "\n\n".join(tok.decode(d) for d in [*docs, current] if d)
 
 
 def known_word_share(text: str, vocabulary: set[str]) -> float:
@@ -55,7 +35,7 @@ def plot_curves(metrics: pd.DataFrame, unigram: float):
     tr, va = metrics[metrics.phase == "train"], metrics[metrics.phase == "val"]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(tr.step, tr.loss, lw=0.8, alpha=0.6, label="train (batch)")
-    ax.plot(va.step, va.loss, "s-", label="val (estimate)")
+    ax.plot(va.step, va.val_loss, "s-", label="val (estimate)")
     ax.axhline(unigram, color="grey", ls="--", lw=0.8, label="unigram baseline (val)")
     ax.set(xlabel="step", ylabel="loss (nats/token)", title="GPT pre-training")
     ax.legend()
@@ -133,14 +113,14 @@ def plot_bench(bench: pd.DataFrame):
 def build_log(log: WeeklyLog, cfg: Week05Config, r: dict[str, Any]) -> None:
     """Every section and check of the week."""
     corpus, tk, packed, trained = r["corpus"], r["tokenizer"], r["packed"], r["trained"]
-    tok, c, t = tk.tokenizer, cfg.model, cfg.train
+    tok, c, t, o, sc = tk.tokenizer, cfg.model, cfg.loop, cfg.optim, cfg.schedule
     log.section("Stages", "Each stage is skipped when its verified output already exists.")
     log.table(pd.DataFrame([
         {"stage": "tokenizer", "output": f"`{tk.path.name}`", "skipped (verified output found)": tk.skipped,
          "seconds": round(tk.seconds, 1)},
         {"stage": "pack", "output": f"`{packed.dir.name}/{{train,val}}.bin`", "skipped (verified output found)": packed.skipped,
          "seconds": round(packed.seconds, 1)},
-        {"stage": "train", "output": f"`{trained.run_id}`", "skipped (verified output found)": trained.skipped,
+        {"stage": "train", "output": f"`{trained.run.run_id}`", "skipped (verified output found)": trained.skipped,
          "seconds": round(r["timings"]["train"], 1)},
     ]), "stages")
     log.section("Corpus and tokenizer", (
@@ -155,11 +135,11 @@ def build_log(log: WeeklyLog, cfg: Week05Config, r: dict[str, Any]) -> None:
                           for k, v in packed.splits.items()])
     log.table(stats, "packing", "Packed streams (concatenate-and-chunk) vs one padded row per document")
     log.config(cfg)
-    m = pd.read_csv(trained.run_dir / "metrics.csv")
+    m = trained.metrics
     log.section("Training", (
         f"GPT {c.n_layer} x {c.n_embd} (heads {c.n_head}, context {c.block_size}, vocab {c.vocab_size} = "
         f"{tok.vocab_size} padded to a multiple of {cfg.data.pad_vocab_to}): {trained.model.num_params():,} "
-        f"non-embedding parameters. AdamW, lr {t.lr:g}, {t.warmup_steps} warm-up steps, cosine to {t.min_lr:g}, "
+        f"non-embedding parameters. AdamW, lr {o.lr:g}, {sc.warmup_steps} warm-up steps, {sc.name} to {sc.min_lr:g}, "
         f"clip {t.grad_clip}, {t.precision}{', compiled' if t.compile else ''}; {t.max_steps:,} steps of "
         f"{t.micro_batch} x {t.grad_accum_steps} x {c.block_size} tokens. Median {trained.tokens_per_sec:,.0f} tokens/s"
         + (f", MFU {trained.mfu:.1%} ({trained.mfu_source})" if trained.mfu is not None else "")
@@ -169,7 +149,7 @@ def build_log(log: WeeklyLog, cfg: Week05Config, r: dict[str, Any]) -> None:
     n_tok = ev[0]["tokens"]
     bpb = bits_per_byte(ev[0]["loss"], val.tokens, val.utf8_bytes)
     log.section("Perplexity on the fixed val set", (
-        f"`python -m week05_lm_pipeline.eval {trained.run_dir.name}/checkpoints/best.pt`: every window of the val "
+        f"`python -m week05_lm_pipeline.eval {trained.run.dir.name}/checkpoints/best`: every window of the val "
         f"stream in order ({n_tok:,} predicted tokens)."))
     log.table(pd.DataFrame([
         {"model": "unigram (training frequencies)", "val loss (nats/token)": round(r["unigram"]["loss"], 4),
@@ -196,7 +176,7 @@ def build_log(log: WeeklyLog, cfg: Week05Config, r: dict[str, Any]) -> None:
     log.text(notes)
     lt = ladder_table(r["ladder"])
     log.section("Modernisation ladder", f"One change per rung, each rung on seeds {list(cfg.ladder.seeds)} with the same "
-                                        f"budget ({budget}). The last rung's lr is the best of {cfg.train.lr:g} and "
+                                        f"budget ({budget}). The last rung's lr is the best of {cfg.optim.lr:g} and "
                                         f"{', '.join(f'{x:g}' for x in cfg.ladder.tuned_lrs)} on seed {cfg.ladder.seeds[0]}.")
     log.table(lt, "ladder", "Val loss per rung (nats/token)")
     worse = [f"'{row.rung}' ({row['vs previous']:+.4f})" for _, row in lt.iloc[1:].iterrows() if row["vs previous"] > 0]

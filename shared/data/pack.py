@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from shared.atomic import atomic_path, atomic_write_text
+from shared.data.bpe import BPETokenizer
 from shared.data.fetch import DatasetError
-from shared.data.tokenizer import BPETokenizer
 
 
 class TokenFileError(DatasetError):

@@ -1,6 +1,9 @@
-"""Batch sampling that is deterministic per (seed, epoch), shardable across ranks, and resumable.
+"""Batch sampling that is deterministic, shardable across ranks, and resumable.
 
-Built from torch's own pieces: ``DistributedSampler`` gives the seeded per-epoch permutation and
+Random LM windows (:func:`random_batch`) are a pure function of ``(seed, index, rank, world_size)``: nothing to
+save, any step reproducible, and N ranks draw N disjoint slices of one global draw.
+
+Epochs over a dataset (:class:`ResumableBatchSampler`) are built from torch's own pieces: ``DistributedSampler`` gives the seeded per-epoch permutation and
 the rank's shard (it works without a process group when ``num_replicas``/``rank`` are given),
 ``BatchSampler`` groups indices. What this adds is starting an epoch at batch ``k``, so that a
 resumed run sees exactly the batches an uninterrupted run would have seen.
@@ -11,6 +14,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
 
@@ -99,3 +103,38 @@ def train_val_split(n: int, val_size: int, split_seed: int, train_subset: int = 
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
     train_idx, val_idx = perm[val_size:], perm[:val_size]
     return (train_idx[:train_subset] if train_subset else train_idx), val_idx
+
+
+def random_batch(data: torch.Tensor | np.ndarray, batch_size: int, block_size: int, seed: int, index: int,
+                 device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch_size`` random windows of ``block_size + 1`` tokens of a stream: rank ``rank``'s share of micro-batch
+    ``index``, a pure function of ``(seed, index, rank, world_size)``.
+
+    One generator seeded by ``(seed, index)`` draws ``batch_size x world_size`` offsets and rank r takes the r-th
+    slice, so the ranks' micro-batches never come from separate streams and their union is exactly the one-process
+    micro-batch of ``batch_size x world_size`` windows (with one rank, the draw of earlier weeks, unchanged).
+
+    Args:
+        data: (N,) token stream: an int64 tensor, or a NumPy array / memmap of any integer dtype (only the
+            batch's tokens are read from it).
+        index: which micro-batch (the loop uses ``step x grad_accum_steps + i``).
+
+    Returns:
+        ``x``, ``y``: (B, T) int64 on ``device``, ``y`` being ``x`` shifted by one position.
+
+    Raises:
+        ValueError: the stream is shorter than ``block_size + 1`` tokens, or ``rank`` is not in ``[0, world_size)``.
+    """
+    if len(data) < block_size + 1:
+        raise ValueError(f"{len(data)} tokens are too few for model.block_size={block_size} (need block_size + 1)")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+    g = torch.Generator().manual_seed(seed * 1_000_003 + index)
+    offsets = torch.randint(len(data) - block_size, (batch_size * world_size,), generator=g)
+    offsets = offsets[rank * batch_size:(rank + 1) * batch_size]
+    idx = offsets[:, None] + torch.arange(block_size + 1)[None, :]  # (B, T+1)
+    chunk = torch.from_numpy(data[idx.numpy()].astype(np.int64)) if isinstance(data, np.ndarray) else data[idx]
+    x, y = chunk[:, :-1], chunk[:, 1:]
+    if torch.device(device).type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)

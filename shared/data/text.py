@@ -2,26 +2,28 @@
 
 A language model learns ``p(token_{t+1} | tokens_{<=t})``: for a block ``x = data[i : i+T]`` the
 targets are the same text shifted by one, ``y = data[i+1 : i+T+1]``, so one (B, T) batch holds B·T
-next-token predictions. Batches are drawn at random offsets from a generator seeded by
-``(seed, step)``, which makes any step's batch reproducible without saving a sampler state.
+next-token predictions. Random blocks for training are drawn by :func:`shared.data.sampling.random_batch`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from shared.atomic import atomic_write_text
 from shared.data.fetch import prepare
 from shared.data.registry import get_spec
+from shared.data.tokenizer import plain_chat_template
 
 
 class CharTokenizer:
-    """Maps each distinct character of a text to an id (sorted order) and back.
+    """Maps each distinct character of a text to an id (sorted order) and back. Satisfies
+    :class:`shared.data.tokenizer.Tokenizer` (no special tokens; ``sha256`` hashes the vocabulary).
 
     Raises:
         ValueError: the text is empty, or :meth:`encode` meets a character outside the vocabulary.
@@ -41,6 +43,15 @@ class CharTokenizer:
     def vocab_size(self) -> int:
         return len(self.chars)
 
+    bos_id = eos_id = pad_id = None  # a char vocabulary has no special tokens
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.chars.encode()).hexdigest()
+
+    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        return plain_chat_template(messages, add_generation_prompt)
+
     def encode(self, text: str) -> list[int]:
         try:
             return [self.stoi[c] for c in text]
@@ -48,8 +59,8 @@ class CharTokenizer:
             raise ValueError(f"character {e.args[0]!r} is not in the tokenizer's {self.vocab_size}-character "
                              "vocabulary (it was built from the training text)") from None
 
-    def decode(self, ids: list[int] | torch.Tensor) -> str:
-        return "".join(self.chars[i] for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids))
+    def decode(self, ids: Iterable[int] | torch.Tensor) -> str:
+        return "".join(self.chars[int(i)] for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids))
 
     def save(self, path: str | Path) -> None:
         atomic_write_text(Path(path), json.dumps({"type": "char", "chars": self.chars}, ensure_ascii=False) + "\n")
@@ -100,29 +111,3 @@ class BlockDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         chunk = self.data[i:i + self.block_size + 1]
         return chunk[:-1], chunk[1:]
-
-
-def random_batch(data: torch.Tensor | np.ndarray, batch_size: int, block_size: int, seed: int, step: int,
-                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """B windows of :class:`BlockDataset` at random offsets, a pure function of ``(seed, step)``.
-
-    Args:
-        data: (N,) token stream: an int64 tensor, or a NumPy array / memmap of any integer dtype (only the
-            B·(T+1) tokens of the batch are read from it).
-
-    Returns:
-        ``x``, ``y``: (B, T) int64 on ``device``, ``y`` being ``x`` shifted by one position.
-
-    Raises:
-        ValueError: the stream is shorter than ``block_size + 1`` tokens.
-    """
-    if len(data) < block_size + 1:
-        raise ValueError(f"{len(data)} tokens are too few for model.block_size={block_size} (need block_size + 1)")
-    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    offsets = torch.randint(len(data) - block_size, (batch_size,), generator=g)
-    idx = offsets[:, None] + torch.arange(block_size + 1)[None, :]  # (B, T+1)
-    chunk = torch.from_numpy(data[idx.numpy()].astype(np.int64)) if isinstance(data, np.ndarray) else data[idx]
-    x, y = chunk[:, :-1], chunk[:, 1:]
-    if torch.device(device).type == "cuda":
-        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    return x.to(device), y.to(device)

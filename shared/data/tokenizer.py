@@ -1,119 +1,100 @@
-"""A byte-level BPE tokenizer (sentencepiece), trained on the corpus, lossless, with BOS/EOS/PAD ids.
+"""The tokenizer interface every model-facing piece uses: encode/decode, special ids, a content hash, chat prompts.
 
-BPE (Sennrich et al. 2016, https://arxiv.org/abs/1508.07909) starts from characters and repeatedly merges
-the most frequent adjacent pair into a new token until the vocabulary is full; frequent words become one
-token, rare ones stay split. sentencepiece (Kudo & Richardson 2018, https://github.com/google/sentencepiece)
-does the training and encoding. Its defaults are lossy (NFKC normalisation, squeezed whitespace, one
-``<unk>`` for unseen characters), so :func:`train_bpe` switches all of that off and turns on byte fallback:
-any character outside the vocabulary becomes its UTF-8 bytes, and ``decode(encode(x)) == x`` for every x.
+Three implementations satisfy it: :class:`shared.data.text.CharTokenizer` (week 4), the sentencepiece BPE trained
+on the corpus (:class:`shared.data.bpe.BPETokenizer`, week 5) and any Hugging Face tokenizer
+(:class:`shared.data.hf_tokenizer.HFTokenizer`, e.g. SmolLM2's). The ``sha256`` identifies the tokenizer's content:
+a checkpoint records it and a model is never evaluated or resumed with another one (:func:`check_same_tokenizer`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import random
 from collections.abc import Iterable
 from pathlib import Path
-
-from shared.atomic import atomic_path
-
-SPECIALS = {"unk": 0, "bos": 1, "eos": 2, "pad": 3}  # fixed ids, recorded with every packed file
+from typing import Protocol, runtime_checkable
 
 
 class TokenizerError(ValueError):
     """A tokenizer file is missing or unreadable, or does not match what it is used with."""
 
 
-class BPETokenizer:
-    """A trained sentencepiece model: encode/decode, special-token ids, and a content hash.
-
-    Load one with :meth:`load` or train one with :func:`train_bpe`.
-    """
-
-    def __init__(self, model_proto: bytes) -> None:
-        import sentencepiece as spm
-
-        self.proto = model_proto
-        self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
-        self.sha256 = hashlib.sha256(model_proto).hexdigest()
-
-    @classmethod
-    def load(cls, path: str | Path) -> BPETokenizer:
-        """Raises TokenizerError: the file is missing or not a sentencepiece model."""
-        path = Path(path)
-        if not path.is_file():
-            raise TokenizerError(f"tokenizer file {path} not found: run the tokenizer stage first")
-        try:
-            return cls(path.read_bytes())
-        except RuntimeError as e:
-            raise TokenizerError(f"{path} is not a sentencepiece model ({e}); delete it and train it again") from e
-
-    def save(self, path: str | Path) -> Path:
-        """Atomically write the model file."""
-        with atomic_path(Path(path)) as tmp:
-            Path(tmp).write_bytes(self.proto)
-        return Path(path)
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What a tokenizer offers. Special ids are None where the tokenizer has no such token."""
 
     @property
-    def vocab_size(self) -> int:
-        return self.sp.vocab_size()
+    def vocab_size(self) -> int: ...  # number of ids, specials included
 
     @property
-    def bos_id(self) -> int:
-        return self.sp.bos_id()
+    def bos_id(self) -> int | None: ...
 
     @property
-    def eos_id(self) -> int:
-        return self.sp.eos_id()
+    def eos_id(self) -> int | None: ...
 
     @property
-    def pad_id(self) -> int:
-        return self.sp.pad_id()
+    def pad_id(self) -> int | None: ...
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` (no BOS/EOS added)."""
-        return self.sp.encode(text)
+    @property
+    def sha256(self) -> str: ...  # hex digest of the tokenizer's content (its model file or vocabulary)
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return self.sp.encode(texts)
+    def encode(self, text: str) -> list[int]: ...  # ids of ``text``, no BOS/EOS added
 
-    def decode(self, ids: Iterable[int]) -> str:
-        """Text of ``ids``; special tokens decode to nothing."""
-        return self.sp.decode([int(i) for i in ids])
+    def decode(self, ids: Iterable[int]) -> str: ...  # text of ``ids``; special tokens decode to nothing
 
-    def chars_per_token(self, texts: list[str]) -> float:
-        """Characters per token over ``texts``: the compression the vocabulary buys (a char model has 1.0)."""
-        return sum(len(t) for t in texts) / max(1, sum(len(ids) for ids in self.encode_batch(texts)))
+    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str: ...
 
 
-def train_bpe(documents: Iterable[str], vocab_size: int, max_sentences: int = 2_000_000, seed: int = 0) -> BPETokenizer:
-    """Train a lossless byte-fallback BPE on the lines of ``documents``.
-
-    Args:
-        vocab_size: total ids, including the 4 specials and the 256 byte-fallback pieces.
-        max_sentences: at most this many lines train it, sampled with ``seed`` (the result is deterministic).
+def plain_chat_template(messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    """The chat prompt of a tokenizer without chat tokens: one ``Role: content`` paragraph per message, then
+    ``Assistant:`` when a reply is wanted. ``[{"role": "user", "content": "Hi"}]`` -> ``"User: Hi\\n\\nAssistant:"``.
 
     Raises:
-        TokenizerError: the vocabulary cannot hold the byte pieces, or the text is too small for it
-            (sentencepiece's message is kept).
+        TokenizerError: a message without a ``role`` or ``content``.
     """
-    import sentencepiece as spm
+    parts = []
+    for i, m in enumerate(messages):
+        if "role" not in m or "content" not in m:
+            raise TokenizerError(f"chat message {i} needs a 'role' and a 'content', got keys {sorted(m)}")
+        parts.append(f"{m['role'].capitalize()}: {m['content']}")
+    if add_generation_prompt:
+        parts.append("Assistant:")
+    return "\n\n".join(parts)
 
-    if vocab_size < 256 + len(SPECIALS) + 1:
-        raise TokenizerError(f"data.vocab_size={vocab_size} is too small: byte fallback alone needs 256 + 4 ids")
-    lines = [line for doc in documents for line in doc.split("\n") if line]  # "\n" is its own piece (below)
-    if len(lines) > max_sentences:  # sample here, with our seed: sentencepiece's own sampling is not seedable
-        lines = random.Random(seed).sample(lines, max_sentences)
-    model = io.BytesIO()
-    try:
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size, model_type="bpe",
-            byte_fallback=True, normalization_rule_name="identity", remove_extra_whitespaces=False,
-            allow_whitespace_only_pieces=True, split_digits=True, character_coverage=1.0,
-            user_defined_symbols=["\n"], unk_id=SPECIALS["unk"], bos_id=SPECIALS["bos"], eos_id=SPECIALS["eos"],
-            pad_id=SPECIALS["pad"], shuffle_input_sentence=False, num_threads=2, minloglevel=2,
-        )
-    except RuntimeError as e:
-        raise TokenizerError(f"sentencepiece could not train a {vocab_size}-token BPE: {e}") from e
-    return BPETokenizer(model.getvalue())
+
+def check_same_tokenizer(expected_sha256: str | None, tok: Tokenizer, source: str) -> None:
+    """Refuse to use ``tok`` with something (a checkpoint, a packed file) made by another tokenizer.
+
+    Raises:
+        TokenizerError: the hashes differ; the message names ``source`` and both hashes.
+    """
+    if expected_sha256 and expected_sha256 != tok.sha256:
+        raise TokenizerError(f"{source} was made with tokenizer {expected_sha256[:12]}, but the tokenizer given is "
+                             f"{tok.sha256[:12]}: use the tokenizer recorded with it (its meta.json names it)")
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """Load a tokenizer from disk by its form: a sentencepiece ``.model`` file, a char tokenizer ``.json``, or a
+    folder holding a Hugging Face ``tokenizer.json`` (an HF model export or download), a ``tokenizer.model`` or a
+    ``char_tokenizer.json`` (a :func:`shared.models.hf.save_hf` export).
+
+    Raises:
+        TokenizerError: the path is missing or of none of these forms.
+    """
+    path = Path(path)
+    if path.is_dir() and (path / "tokenizer.json").is_file():
+        from shared.data.hf_tokenizer import HFTokenizer
+
+        return HFTokenizer.from_pretrained(path)
+    if path.is_dir() and (path / "tokenizer.model").is_file():
+        path = path / "tokenizer.model"
+    if path.is_dir() and (path / "char_tokenizer.json").is_file():
+        path = path / "char_tokenizer.json"
+    if path.suffix == ".model":
+        from shared.data.bpe import BPETokenizer
+
+        return BPETokenizer.load(path)
+    if path.suffix == ".json" and path.is_file():
+        from shared.data.text import CharTokenizer
+
+        return CharTokenizer.load(path)
+    raise TokenizerError(f"{path} is not a tokenizer: expected a sentencepiece .model, a char tokenizer .json, or a "
+                         "folder with a Hugging Face tokenizer.json")

@@ -1,7 +1,9 @@
 """A decoder-only transformer language model (GPT), small enough to read top to bottom.
 
-``idx`` (B, T) token ids -> token embedding (B, T, C) [+ learned positions] -> n_layer blocks ->
-final norm -> LM head -> ``logits`` (B, T, vocab_size). Each block is attention then an MLP, each
+``input_ids`` (B, T) -> token embedding (B, T, C) [+ learned positions] -> n_layer blocks ->
+final norm -> LM head -> ``logits`` (B, T, vocab_size). The model computes logits only: the loss belongs to the
+objective (:mod:`shared.objectives`), so the GPT and any Hugging Face causal LM fit the same interface
+(:class:`shared.models.causal_lm.CausalLM`). Each block is attention then an MLP, each
 wrapped in a residual connection, with the norm before (pre-LN, GPT-2) or after (post-LN, the 2017
 Transformer) the sub-layer. The LM head shares its weight with the token embedding (weight tying,
 Press & Wolf 2017, https://arxiv.org/abs/1608.05859). Architecture after GPT-2 (Radford et al. 2019)
@@ -14,7 +16,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from shared.flops import gpt_flops_per_token
@@ -40,6 +41,8 @@ class GPTConfig:
     norm: str = "layernorm"  # "layernorm" or "rmsnorm"
     norm_placement: str = "pre"  # "pre" (norm -> sub-layer -> add) or "post" (sub-layer -> add -> norm)
     mlp: str = "gelu"  # "gelu" (4C MLP) or "swiglu"
+    d_ff: int = 0  # MLP hidden width (0 = the default: 4C for gelu, 8C/3 rounded up to a multiple of 64 for swiglu)
+    norm_eps: float = 1e-5  # epsilon of every LayerNorm/RMSNorm
     pos: str = "learned"  # "learned" absolute embeddings or "rope"
     rope_base: float = 10000.0  # RoPE's base wavelength
     attn_backend: str = "manual"  # "manual" (hand-written attention) or "torch" (F.scaled_dot_product_attention)
@@ -54,6 +57,8 @@ class GPTConfig:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_ff < 0 or self.norm_eps <= 0:
+            raise ValueError(f"model.d_ff must be >= 0 (0 = default) and model.norm_eps > 0, got {self.d_ff}, {self.norm_eps}")
         check_heads(self.n_embd, self.n_head)
 
 
@@ -69,16 +74,17 @@ class Block(nn.Module):
     def __init__(self, cfg: GPTConfig, rope: RotaryEmbedding | None = None) -> None:
         super().__init__()
         self.pre = cfg.norm_placement == "pre"
-        self.norm1 = build_norm(cfg.norm, cfg.n_embd, cfg.bias)
+        self.norm1 = build_norm(cfg.norm, cfg.n_embd, cfg.bias, cfg.norm_eps)
         self.attn = CausalSelfAttention(cfg.n_embd, cfg.n_head, cfg.bias, cfg.dropout, cfg.attn_backend, rope)
-        self.norm2 = build_norm(cfg.norm, cfg.n_embd, cfg.bias)
-        self.mlp = build_mlp(cfg.mlp, cfg.n_embd, cfg.bias, cfg.dropout)
+        self.norm2 = build_norm(cfg.norm, cfg.n_embd, cfg.bias, cfg.norm_eps)
+        self.mlp = build_mlp(cfg.mlp, cfg.n_embd, cfg.bias, cfg.dropout, cfg.d_ff or None)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
         if self.pre:
-            x = x + self.attn(self.norm1(x), key_mask)
+            x = x + self.attn(self.norm1(x), key_mask, positions)
             return x + self.mlp(self.norm2(x))
-        x = self.norm1(x + self.attn(x, key_mask))
+        x = self.norm1(x + self.attn(x, key_mask, positions))
         return self.norm2(x + self.mlp(x))
 
 
@@ -100,7 +106,7 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, rope) for _ in range(cfg.n_layer))
         # post-LN blocks already end in a norm; pre-LN needs one on the residual stream before the head
-        self.norm_f = build_norm(cfg.norm, cfg.n_embd, cfg.bias) if cfg.norm_placement == "pre" else nn.Identity()
+        self.norm_f = build_norm(cfg.norm, cfg.n_embd, cfg.bias, cfg.norm_eps) if cfg.norm_placement == "pre" else nn.Identity()
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_weights:
             self.lm_head.weight = self.wte.weight  # (V, C), one Parameter
@@ -150,35 +156,36 @@ class GPT(nn.Module):
         for block in self.blocks:
             block.attn.backend = backend
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits for every position, and the mean cross-entropy when ``targets`` are given.
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits for every position (the causal-LM interface, :class:`shared.models.causal_lm.CausalLM`).
 
         Args:
-            idx: (B, T) token ids, T <= block_size.
-            targets: (B, T) next-token ids; positions with -100 are ignored in the loss.
-            key_mask: optional (B, 1, 1, T) boolean, True on real (non-padding) tokens.
+            input_ids: (B, T) token ids, T <= block_size.
+            attention_mask: optional (B, T), 1 (or True) on real tokens and 0 on padding, as in Hugging Face:
+                no query attends to a padded key.
+            position_ids: optional (B, T) or (T,) position of each token (default ``0 .. T-1``); a left-padded
+                batch or a KV cache (week 11) passes its own. Every position must be < block_size.
 
         Returns:
-            ``logits`` (B, T, vocab_size) and ``loss`` (0-dim, nats/token) or None.
+            ``logits`` (B, T, vocab_size).
 
         Raises:
-            ValueError: T > block_size.
+            ValueError: T > block_size, or a position >= block_size.
         """
-        b, t = idx.shape
+        t = input_ids.shape[1]
         if t > self.cfg.block_size:
             raise ValueError(f"sequence of {t} tokens is longer than model.block_size={self.cfg.block_size}")
-        x = self.wte(idx)  # (B, T, C)
+        if position_ids is not None and int(position_ids.max()) >= self.cfg.block_size:
+            raise ValueError(f"position {int(position_ids.max())} is >= model.block_size={self.cfg.block_size}")
+        key_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+        x = self.wte(input_ids)  # (B, T, C)
         if self.wpe is not None:
-            x = x + self.wpe(t)  # (T, C) broadcast over B
+            x = x + (self.wpe(t) if position_ids is None else self.wpe.at(position_ids))  # (T, C) or (B, T, C)
         x = self.drop(x)
         for block in self.blocks:
-            x = block(x, key_mask)
-        logits = self.lm_head(self.norm_f(x))  # (B, T, V)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.float().view(b * t, -1), targets.reshape(b * t), ignore_index=-100)
-        return logits, loss
+            x = block(x, key_mask, position_ids)
+        return self.lm_head(self.norm_f(x))  # (B, T, V)
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
@@ -197,8 +204,7 @@ class GPT(nn.Module):
         was_training = self.training
         self.eval()
         for _ in range(max_new_tokens):
-            logits, _ = self(idx[:, -self.cfg.block_size:])
-            logits = logits[:, -1, :].float()  # (B, V)
+            logits = self(idx[:, -self.cfg.block_size:])[:, -1, :].float()  # (B, V)
             if temperature == 0:
                 nxt = logits.argmax(dim=-1, keepdim=True)
             else:

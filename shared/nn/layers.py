@@ -88,27 +88,27 @@ class SwiGLU(nn.Module):
         return self.dropout(self.c_proj(F.silu(self.c_gate(x)) * self.c_fc(x)))  # hidden: (B, T, H)
 
 
-def build_norm(kind: str, dim: int, bias: bool = True) -> nn.Module:
+def build_norm(kind: str, dim: int, bias: bool = True, eps: float = 1e-5) -> nn.Module:
     """``layernorm`` or ``rmsnorm`` over a last dimension of size ``dim``.
 
     Raises:
         ValueError: unknown kind (the message lists the known ones).
     """
     if kind == "layernorm":
-        return LayerNorm(dim, bias=bias)
+        return LayerNorm(dim, eps=eps, bias=bias)
     if kind == "rmsnorm":
-        return RMSNorm(dim)
+        return RMSNorm(dim, eps=eps)
     raise ValueError(f"unknown model.norm '{kind}'. Choose one of: {', '.join(NORMS)}")
 
 
-def build_mlp(kind: str, dim: int, bias: bool = True, dropout: float = 0.0) -> nn.Module:
-    """``gelu`` (:class:`MLP`) or ``swiglu`` (:class:`SwiGLU`).
+def build_mlp(kind: str, dim: int, bias: bool = True, dropout: float = 0.0, hidden: int | None = None) -> nn.Module:
+    """``gelu`` (:class:`MLP`) or ``swiglu`` (:class:`SwiGLU`) with ``hidden`` units (None: each one's default).
 
     Raises:
         ValueError: unknown kind (the message lists the known ones).
     """
     if kind == "gelu":
-        return MLP(dim, bias=bias, dropout=dropout)
+        return MLP(dim, hidden, bias=bias, dropout=dropout)
     if kind == "swiglu":
-        return SwiGLU(dim, bias=bias, dropout=dropout)
+        return SwiGLU(dim, hidden, bias=bias, dropout=dropout)
     raise ValueError(f"unknown model.mlp '{kind}'. Choose one of: {', '.join(MLPS)}")

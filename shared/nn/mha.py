@@ -53,17 +53,19 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, C) -> (B, T, C); position t sees positions <= t only.
 
         Args:
             key_mask: optional boolean (B, 1, 1, T), True on real tokens (see
                 :func:`shared.nn.attention.padding_mask`): padded keys are never attended to.
+            positions: optional (T,) or (B, T) positions for RoPE (default ``0 .. T-1``).
         """
         q, k, v = self.c_attn(x).split(x.shape[-1], dim=-1)  # 3 x (B, T, C)
         q, k, v = (split_heads(t, self.n_head) for t in (q, k, v))  # 3 x (B, H, T, D)
         if self.rope is not None:
-            q, k = self.rope(q), self.rope(k)
+            q, k = self.rope(q, positions=positions), self.rope(k, positions=positions)
         y = sdpa(q, k, v, mask=key_mask, is_causal=True, backend=self.backend)  # (B, H, T, D)
         return self.resid_dropout(self.c_proj(merge_heads(y)))
 

@@ -32,6 +32,16 @@ class LearnedPositions(nn.Module):
             raise ValueError(f"sequence of {offset + t} tokens is longer than model.block_size={self.block_size}")
         return self.weight(torch.arange(offset, offset + t, device=self.weight.weight.device))
 
+    def at(self, positions: torch.Tensor) -> torch.Tensor:
+        """Embeddings of explicit ``positions`` (any shape, e.g. (B, T)) -> (*positions.shape, C).
+
+        Raises:
+            ValueError: a position is >= ``block_size``.
+        """
+        if int(positions.max()) >= self.block_size:
+            raise ValueError(f"position {int(positions.max())} is >= model.block_size={self.block_size}")
+        return self.weight(positions)
+
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     """(x1, x2) -> (-x2, x1) on the two halves of the last dimension."""
@@ -61,13 +71,21 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos().float(), persistent=False)
         self.register_buffer("sin", angles.sin().float(), persistent=False)
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """Rotate queries or keys ``x`` (B, H, T, D) at positions ``offset .. offset + T - 1``.
+    def forward(self, x: torch.Tensor, offset: int = 0, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Rotate queries or keys ``x`` (B, H, T, D) at positions ``offset .. offset + T - 1``, or at explicit
+        ``positions`` (T,) or (B, T) (a left-padded batch, a KV cache's next token).
 
         Raises:
-            ValueError: the positions run past ``block_size``.
+            ValueError: a position runs past ``block_size``.
         """
         t = x.shape[-2]
+        if positions is not None:
+            if int(positions.max()) >= self.block_size:
+                raise ValueError(f"position {int(positions.max())} is >= model.block_size={self.block_size}")
+            cos, sin = self.cos[positions], self.sin[positions]  # (T, D) or (B, T, D)
+            if cos.dim() == 3:
+                cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, D): broadcast over heads
+            return (x * cos + rotate_half(x) * sin).type_as(x)
         if offset + t > self.block_size:
             raise ValueError(f"sequence of {offset + t} tokens is longer than model.block_size={self.block_size}")
         cos, sin = self.cos[offset:offset + t], self.sin[offset:offset + t]  # (T, D), broadcast over B, H

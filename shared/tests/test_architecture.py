@@ -35,6 +35,6 @@ def test_shared_public_api_is_frozen():
     modules = sorted(m.name for m in pkgutil.iter_modules(shared.__path__) if m.name != "tests")
     assert sorted(shared.__all__) == modules
     assert modules == [
-        "amp", "analysis", "atomic", "checkpoint", "cli", "config", "data", "dist", "flops", "models", "nn", "paths", "profiling",
-        "report", "repro", "results", "rundir", "testing", "tracking", "train",
+        "amp", "analysis", "atomic", "checkpoint", "cli", "config", "data", "device", "dist", "flops", "models", "nn",
+        "parallel", "paths", "profiling", "report", "repro", "results", "rundir", "tasks", "testing", "tracking", "train",
     ]

@@ -15,9 +15,12 @@ import pytest
 import torch
 
 from shared.models.gpt import GPT, GPTConfig
+from shared.tasks.lm import LMTask
 from shared.testing import DEBUG_GPT, debug_token_stream
-from shared.tracking import MetricLogger
-from shared.train.lm import LMTrainConfig, train_lm
+from shared.tracking import FileLogger
+from shared.train.config import LoopConfig, OptimConfig, ScheduleConfig
+from shared.train.loop import fit
+from shared.train.optim import build_optimizer
 
 EXPECTED = Path(__file__).parent / "expected" / "lm_debug_loss.json"
 RECORD_ENV = "AIFS_RECORD_EXPECTED"
@@ -26,15 +29,22 @@ RECORD_ENV = "AIFS_RECORD_EXPECTED"
 RTOL = 1e-5  # measured: bit-identical with 1 and 2 threads on this machine
 DEBUG_RUN = {"max_steps": 30, "micro_batch": 8, "grad_accum_steps": 2, "lr": 1e-2, "min_lr": 1e-3,
              "warmup_steps": 5, "eval_every": 10, "eval_iters": 2, "log_every": 1, "device": "cpu", "progress": False}
+SEED = 1337  # the batch order
 
 
 def _debug_run(run_dir: Path) -> dict:
+    r = DEBUG_RUN
     torch.manual_seed(0)
     model = GPT(GPTConfig(**DEBUG_GPT))
     data = debug_token_stream()
-    logger = MetricLogger(run_dir, "debug", 0, tensorboard=False)
-    result = train_lm(model, data[:3600], data[3600:], LMTrainConfig(**DEBUG_RUN), DEBUG_GPT["block_size"],
-                      run_dir, logger)
+    logger = FileLogger(run_dir, "debug", 0, tensorboard=False)
+    loop = LoopConfig(max_steps=r["max_steps"], micro_batch=r["micro_batch"], grad_accum_steps=r["grad_accum_steps"],
+                      eval_every=r["eval_every"], log_every=r["log_every"], device=r["device"], progress=False,
+                      seed=SEED)
+    task = LMTask(data[:3600], data[3600:], DEBUG_GPT["block_size"], SEED, r["eval_iters"], r["micro_batch"])
+    optimizer = build_optimizer(model, OptimConfig(lr=r["lr"]))
+    schedule = ScheduleConfig(warmup_steps=r["warmup_steps"], min_lr=r["min_lr"])
+    result = fit(model, task, optimizer, schedule, loop, logger=logger)
     logger.close()
     rows = pd.read_csv(run_dir / "metrics.csv")
     return {"train_loss": rows[rows.phase == "train"].loss.tolist(),

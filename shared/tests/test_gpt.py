@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from shared.models.gpt import GPT, GPTConfig
 
@@ -19,11 +20,36 @@ def _ids(b=3, t=16, seed=0):
     return torch.randint(0, TINY["vocab_size"], (b, t), generator=torch.Generator().manual_seed(seed))
 
 
+def _loss(logits, y):
+    return F.cross_entropy(logits.flatten(0, 1), y.flatten())
+
+
 def test_logits_shape_and_initial_loss_near_ln_vocab():
-    logits, loss = _gpt()(_ids(), _ids(seed=1))
+    logits = _gpt()(_ids(), _ids(seed=1).bool())  # the second argument is the attention mask (all ones here)
     assert logits.shape == (3, 16, 11)
-    assert abs(loss.item() - math.log(11)) < 0.1
-    assert _gpt()(_ids(t=1))[1] is None
+    assert abs(_loss(logits, _ids(seed=1)).item() - math.log(11)) < 0.1
+    assert _gpt()(_ids(t=1)).shape == (3, 1, 11)
+
+
+@pytest.mark.parametrize("variant", [{}, {"norm": "rmsnorm", "pos": "rope", "mlp": "swiglu"}], ids=["learned", "rope"])
+def test_explicit_positions_and_the_attention_mask(variant):
+    m = _gpt(**variant).eval()
+    x = _ids(b=2, t=8)
+    full = m(x)
+    torch.testing.assert_close(m(x, position_ids=torch.arange(8)), full, atol=0, rtol=0)
+    # a left-padded row: 3 pad tokens, masked, and positions that start at 0 on the first real token
+    padded = torch.cat([torch.zeros(2, 3, dtype=torch.long), x], dim=1)
+    mask = torch.cat([torch.zeros(2, 3), torch.ones(2, 8)], dim=1)
+    pos = (mask.cumsum(1) - 1).clamp_min(0).long()
+    torch.testing.assert_close(m(padded, mask, pos)[:, 3:], full, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="block_size=16"):
+        m(x, position_ids=torch.arange(9, 17))
+
+
+def test_d_ff_sets_the_mlp_width():
+    assert _gpt(d_ff=24).blocks[0].mlp.c_fc.weight.shape == (24, 16)
+    assert _gpt(mlp="swiglu", d_ff=40).blocks[0].mlp.c_gate.weight.shape == (40, 16)
+    assert _gpt(mlp="swiglu").blocks[0].mlp.c_gate.weight.shape == (64, 16)  # 8C/3 rounded up to 64
 
 
 def test_lm_head_is_tied_to_the_token_embedding():
@@ -44,8 +70,7 @@ VARIANTS = [
 @pytest.mark.parametrize("variant", VARIANTS, ids=["gpt2", "post-ln", "llama-like", "sdpa"])
 def test_gradients_reach_every_parameter(variant):
     m = _gpt(**variant)
-    _, loss = m(_ids(), _ids(seed=1))
-    loss.backward()
+    _loss(m(_ids()), _ids(seed=1)).backward()
     for name, p in m.named_parameters():
         assert p.grad is not None, f"{name} got no gradient"
         assert p.grad.abs().sum() > 0, f"{name} got an all-zero gradient"
@@ -57,7 +82,7 @@ def test_a_later_token_never_changes_earlier_logits(variant):
     x = _ids(b=1)
     x2 = x.clone()
     x2[0, 9] = (x[0, 9] + 1) % 11
-    a, b = m(x)[0], m(x2)[0]
+    a, b = m(x), m(x2)  # (1, T, V)
     torch.testing.assert_close(a[:, :9], b[:, :9], atol=1e-6, rtol=0)
     assert not torch.allclose(a[:, 9:], b[:, 9:])
 
@@ -65,10 +90,10 @@ def test_a_later_token_never_changes_earlier_logits(variant):
 def test_manual_and_torch_backends_give_the_same_loss_and_gradients():
     m = _gpt()
     x, y = _ids(), _ids(seed=1)
-    _, loss_manual = m(x, y)
+    loss_manual = _loss(m(x), y)
     g_manual = torch.autograd.grad(loss_manual, m.parameters())
     m.set_attn_backend("torch")
-    _, loss_torch = m(x, y)
+    loss_torch = _loss(m(x), y)
     g_torch = torch.autograd.grad(loss_torch, m.parameters())
     torch.testing.assert_close(loss_manual, loss_torch, atol=1e-5, rtol=0)
     for a, b in zip(g_manual, g_torch, strict=True):
@@ -81,7 +106,7 @@ def test_a_few_adamw_steps_fit_one_batch():
     x, y = _ids(), _ids(seed=1)
     losses = []
     for _ in range(30):
-        _, loss = m(x, y)
+        loss = _loss(m(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from shared.data.bpe import train_bpe
 from shared.data.pack import (
     TokenFileError,
     TokenFileMeta,
@@ -13,8 +14,7 @@ from shared.data.pack import (
     token_dtype,
     write_token_file,
 )
-from shared.data.text import random_batch
-from shared.data.tokenizer import train_bpe
+from shared.data.sampling import random_batch
 from shared.testing import fake_documents
 
 
@@ -53,12 +53,12 @@ def test_written_file_maps_back_and_feeds_shifted_batches(tmp_path):
     assert isinstance(data, np.memmap)
     assert np.array_equal(data, stream)
     assert meta.tokens == 1000
-    x, y = random_batch(data, 4, 16, seed=0, step=5)
+    x, y = random_batch(data, 4, 16, seed=0, index=5)
     assert x.dtype == torch.int64
     assert x.shape == y.shape == (4, 16)
     assert torch.equal(y[:, :-1], x[:, 1:])
     assert torch.equal(y[:, -1], x[:, -1] + 1)  # this stream counts up
-    tx, _ = random_batch(torch.from_numpy(stream.astype(np.int64)), 4, 16, seed=0, step=5)
+    tx, _ = random_batch(torch.from_numpy(stream.astype(np.int64)), 4, 16, seed=0, index=5)
     assert torch.equal(tx, x)  # memmap and tensor streams give the same batch
 
 

@@ -6,7 +6,9 @@ import torch.nn.functional as F
 
 from shared.models import SmallCNN
 from shared.profiling import PHASES, StepTimer, peak_memory_gib, profile_steps, reset_peak_memory
-from shared.train.step import train_step
+from shared.train.step import train_step, xy_loss
+
+CE = xy_loss(F.cross_entropy)
 
 CPU = torch.device("cpu")
 
@@ -22,7 +24,7 @@ def _timed_steps(timer, n=6):
         with timer.phase("data"):
             batch = next(it)
             time.sleep(0.002)  # a visible data wait
-        train_step(model, opt, [batch], F.cross_entropy, timer=timer)
+        train_step(model, opt, [batch], CE, timer=timer)
         timer.end_step()
     return model, opt, data
 
@@ -66,7 +68,7 @@ def test_profile_steps_writes_a_chrome_trace_and_ranks_ops(tmp_path):
     model = SmallCNN(width=4)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
-    res = profile_steps(lambda: train_step(model, opt, [(x, y)], F.cross_entropy), tmp_path / "trace.json", CPU, 1, 2)
+    res = profile_steps(lambda: train_step(model, opt, [(x, y)], CE), tmp_path / "trace.json", CPU, 1, 2)
     assert res.trace_path.stat().st_size > 1000
     assert '"traceEvents"' in res.trace_path.read_text()[:2000] or "traceEvents" in res.trace_path.read_text()
     ops = res.top_ops

@@ -9,7 +9,7 @@ import pandas as pd  # noqa: E402
 from shared.report import WeeklyLog  # noqa: E402
 from shared.repro import environment  # noqa: E402
 from shared.results import append_run, read_runs  # noqa: E402
-from shared.tracking import MetricLogger, format_step  # noqa: E402
+from shared.tracking import FileLogger, MetricLogger, format_step  # noqa: E402
 
 
 def test_weekly_log_writes_markdown_with_checks_tables_and_plots(tmp_path):
@@ -33,7 +33,7 @@ def test_weekly_log_writes_markdown_with_checks_tables_and_plots(tmp_path):
 
 
 def test_metric_logger_resume_drops_rows_after_the_checkpoint(tmp_path):
-    lg = MetricLogger(tmp_path, "run", 3, tensorboard=False)
+    lg = FileLogger(tmp_path, "run", 3, tensorboard=False)
     for step in range(1, 6):
         lg.log("train", step, 0, loss=1.0 / step)
     lg.log("val", 5, 1, acc=0.5)  # a new column appears later
@@ -42,14 +42,34 @@ def test_metric_logger_resume_drops_rows_after_the_checkpoint(tmp_path):
     assert list(df.columns) == ["run_id", "seed", "phase", "step", "epoch", "loss", "acc"]
     assert len(df) == 6
     assert (df.seed == 3).all()
-    again = MetricLogger(tmp_path, "run", 3, tensorboard=False)
+    again = FileLogger(tmp_path, "run", 3, tensorboard=False)
     again.resume(step=3)
     again.flush()
     assert pd.read_csv(tmp_path / "metrics.csv").step.tolist() == [1, 2, 3]
 
 
+def test_tensorboard_gets_the_rows_at_flush_and_the_no_op_logger_writes_nothing(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    lg = FileLogger(tmp_path / "a", "run", 0)
+    lg.log("train", 1, 0, loss=2.0)
+    lg.log("train", 2, 0, loss=1.0)
+    assert not (tmp_path / "a" / "tb").exists()  # TensorBoard's import waits for the first flush
+    lg.close()
+    events = EventAccumulator(str(tmp_path / "a" / "tb"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(1, 2.0), (2, 1.0)]
+    null = MetricLogger()
+    null.resume(0)
+    null.log("train", 1, loss=1.0)
+    null.close()
+    assert list(tmp_path.iterdir()) == [tmp_path / "a"]
+
+
 def test_format_step_is_the_fixed_line():
     assert format_step(10, {"loss": 0.5, "lr": 0.1}) == "step 10 | loss 0.5000 | lr 1.00e-01"
+    line = format_step(100, {"loss": 4.25, "lr": 1e-3, "dt": 0.0123, "tokens_per_sec": 5314.2, "mfu": 0.363}, 1200)
+    assert line == "step 100/1200 | loss 4.2500 | lr 1.00e-03 | dt 12.3ms | tok/s 5,314 | mfu 36.3%"
 
 
 def test_results_registry_appends_one_line_per_run(tmp_path):

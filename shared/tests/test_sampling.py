@@ -1,6 +1,10 @@
 import itertools
 
-from shared.data.sampling import ResumableBatchSampler
+import numpy as np
+import pytest
+import torch
+
+from shared.data.sampling import ResumableBatchSampler, random_batch
 
 
 def _epoch(sampler, epoch, start=0):
@@ -40,3 +44,16 @@ def test_each_rank_shard_is_deterministic_per_epoch_and_changes_across_epochs():
         assert _epoch(s, 3) != _epoch(s, 4)
         other = ResumableBatchSampler(100, 8, True, 0, 1 - rank, 2)
         assert not set(itertools.chain.from_iterable(_epoch(s, 3))) & set(itertools.chain.from_iterable(_epoch(other, 3)))
+
+
+def test_ranks_draw_disjoint_slices_whose_union_is_the_one_process_batch():
+    data = np.arange(5000, dtype=np.uint16)  # a memmap-like stream: window = its start offset + arange
+    single_x, single_y = random_batch(data, 12, 16, seed=3, index=7)  # one process, 3 x 4 windows
+    parts = [random_batch(data, 4, 16, seed=3, index=7, rank=r, world_size=3) for r in range(3)]
+    assert torch.equal(torch.cat([x for x, _ in parts]), single_x)
+    assert torch.equal(torch.cat([y for _, y in parts]), single_y)
+    assert len({int(x[0, 0]) for x, _ in parts}) == 3  # each rank its own windows
+    with_one = random_batch(data, 4, 16, seed=3, index=7)
+    assert torch.equal(with_one[0], single_x[:4])  # rank 0 of 3 starts like the one-process draw
+    with pytest.raises(ValueError, match="rank 3"):
+        random_batch(data, 4, 16, seed=3, index=7, rank=3, world_size=3)

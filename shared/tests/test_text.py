@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from shared.data.text import BlockDataset, CharTokenizer, load_text, random_batch, split_ids
+from shared.data.sampling import random_batch
+from shared.data.text import BlockDataset, CharTokenizer, load_text, split_ids
 
 
 def test_char_tokenizer_round_trip_and_save_load(tmp_path):
@@ -36,7 +37,7 @@ def test_target_is_the_input_shifted_by_one():
     x, y = ds[5]
     assert torch.equal(x, torch.arange(5, 13))
     assert torch.equal(y, torch.arange(6, 14))
-    bx, by = random_batch(data, 4, 8, seed=0, step=3)
+    bx, by = random_batch(data, 4, 8, seed=0, index=3)
     assert bx.shape == by.shape == (4, 8)
     assert torch.equal(by[:, :-1], bx[:, 1:])
     assert torch.equal(by[:, -1], bx[:, -1] + 1)

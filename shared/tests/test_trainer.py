@@ -9,7 +9,7 @@ from torch.utils.data import TensorDataset
 from shared.data.sampling import batch_loader
 from shared.models import ModelConfig, SoftmaxRegression
 from shared.rundir import start_run
-from shared.tracking import MetricLogger
+from shared.tracking import FileLogger
 from shared.train.classify import fit_classifier
 from shared.train.config import TrainConfig
 from shared.train.trainer import NonFiniteLossError, Trainer
@@ -62,12 +62,12 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, device, extra):
     cfg = TrainConfig(epochs=3, lr=0.1, momentum=0.9, schedule="cosine", device=device, **extra)
     full, m_full = _run("full", cfg, tmp_path / "a")
     # 11 steps stop mid-epoch (8 micro-batches per epoch): the resume must restart inside an epoch.
-    part_cfg = TrainConfig(**{**cfg.__dict__, "max_steps": 11})
+    part_cfg = TrainConfig(**{**cfg.__dict__, "stop_at": 11})
     part, _ = _run("part", part_cfg, tmp_path / "b")
     assert part.result.interrupted
     assert part.result.step == 11
     resumed_run = start_run("test", "part", "smoke", part_cfg, root=tmp_path / "b")
-    resumed_cfg = TrainConfig(**{**cfg.__dict__, "max_steps": 0})
+    resumed_cfg = TrainConfig(**{**cfg.__dict__, "stop_at": 0})
     resumed = fit_classifier(resumed_run, ModelConfig(), resumed_cfg, _data(), _data(64, seed=1), 32, 64)
     m_res = pd.read_csv(resumed_run.dir / "metrics.csv")
     cols = ["phase", "step", "epoch", "loss", "lr", "acc"]
@@ -93,6 +93,6 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path):
     model = SoftmaxRegression()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     trainer = Trainer(model, opt, batch_loader(ds, 64, shuffle=True), batch_loader(ds, 64, shuffle=False),
-                      TrainConfig(epochs=1, device="cpu"), tmp_path, MetricLogger(tmp_path, "r", 0, tensorboard=False))
+                      TrainConfig(epochs=1, device="cpu"), tmp_path, FileLogger(tmp_path, "r", 0, tensorboard=False))
     with pytest.raises(NonFiniteLossError, match="step 0.*(?i:learning rate)"):
         trainer.fit()

@@ -1,19 +1,20 @@
-"""Training: the ``train`` config, optimizer/schedule builders, and the Trainer."""
+"""Training: the split configs, optimizers and the schedule, one optimizer step, the one step loop (``loop.fit``)
+with its pre-training recipe (``pretrain``), and the epoch-based classifier Trainer of weeks 1-3."""
 
-from shared.train.config import TrainConfig
-from shared.train.optim import build_optimizer, build_scheduler, lr_factor
-from shared.train.step import train_step
-from shared.train.trainer import NonFiniteLossError, Trainer, TrainResult, evaluate, resolve_device
+from shared.train.config import LoopConfig, OptimConfig, ScheduleConfig, TrainConfig, run_identity
+from shared.train.optim import build_optimizer, build_scheduler, lr_at, param_groups
+from shared.train.step import NonFiniteLossError, train_step
 
 __all__ = [
+    "LoopConfig",
     "NonFiniteLossError",
+    "OptimConfig",
+    "ScheduleConfig",
     "TrainConfig",
-    "TrainResult",
-    "Trainer",
     "build_optimizer",
     "build_scheduler",
-    "evaluate",
-    "lr_factor",
-    "resolve_device",
+    "lr_at",
+    "param_groups",
+    "run_identity",
     "train_step",
 ]

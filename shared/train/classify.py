@@ -7,30 +7,28 @@ back everything a report needs: the metrics CSV, best/last checkpoints, the regi
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import TensorDataset
 
-from shared.checkpoint import unwrap
 from shared.config import to_dict
 from shared.data.sampling import batch_loader
+from shared.device import resolve_device
 from shared.dist import DistInfo
 from shared.models import ModelConfig, build_model
+from shared.parallel import Parallel, build_parallel
 from shared.repro import seed_everything, set_deterministic
 from shared.rundir import Run, finish_run
-from shared.tracking import MetricLogger
+from shared.tracking import FileLogger
 from shared.train.config import TrainConfig
 from shared.train.optim import build_optimizer, build_scheduler
-from shared.train.trainer import Trainer, TrainResult, resolve_device
+from shared.train.trainer import Trainer, TrainResult
 
 
 @dataclass
@@ -68,7 +66,7 @@ def fit_classifier(
     """Seed, build, train (resuming if the run dir has a checkpoint) and register one run.
 
     A run whose ``result.json`` exists and whose checkpoint is complete is not trained again and
-    not registered twice: its record is read back.
+    not registered twice: its record is read back. The run's directory lock is released on return.
 
     Args:
         batch_size: the micro batch per rank; the global batch is
@@ -91,29 +89,26 @@ def fit_classifier(
     train_loader = batch_loader(train_set, batch_size, shuffle=True, seed=train_cfg.seed,
                                 rank=rank, world_size=world, drop_last=ddp if drop_last is None else drop_last)
     val_loader = batch_loader(val_set, eval_batch_size, shuffle=False)
-    optimizer = build_optimizer(model, train_cfg)
+    optimizer = build_optimizer(model, train_cfg.optim())
     total_steps = train_cfg.epochs * (train_loader.sampler.batches_per_epoch // train_cfg.grad_accum_steps)
     scheduler = build_scheduler(optimizer, train_cfg, total_steps)
-    logger = MetricLogger(run.dir, run.run_id, train_cfg.seed)
-    if ddp:
-        model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    logger = FileLogger(run.dir, run.run_id, train_cfg.seed)
+    parallel = build_parallel("ddp", dist_info) if ddp else Parallel(DistInfo(0, 0, 1, None, device))
     trainer = Trainer(
         model, optimizer, train_loader, val_loader, train_cfg, run.dir, logger, scheduler,
         loss_fn=functools.partial(F.cross_entropy, label_smoothing=train_cfg.label_smoothing),
-        meta={"run_id": run.run_id, "config": to_dict(run.cfg)}, train_transform=train_transform,
+        meta={"run_id": run.run_id, "config": to_dict(run.cfg)}, train_transform=train_transform, parallel=parallel,
     )
-    result = trainer.fit()
-    logger.close()
-    model = unwrap(model)
-    if rank != 0:
-        return ClassifierRun(run, model, result, {"run_id": run.run_id, "rank": rank}, device)
-    result_file = Path(run.dir) / "result.json"
-    previous = json.loads(result_file.read_text()) if result_file.is_file() else None
-    metrics = {"best_val": result.best, "last_val": result.last_val, "steps": result.step, "epochs": result.epoch}
-    if result.interrupted:
-        record = {"run_id": run.run_id, "interrupted": True, "metrics": metrics}
-    elif previous is not None and previous["metrics"]["steps"] == result.step:
-        record = previous  # a finished run, reused: registered once, when it finished
-    else:
-        record = finish_run(run, train_cfg.seed, metrics, result.train_time_s)
-    return ClassifierRun(run, model, result, record, device)
+    try:
+        result = trainer.fit()
+        logger.close()
+        if rank != 0:
+            return ClassifierRun(run, model, result, {"run_id": run.run_id, "rank": rank}, device)
+        metrics = {"best_val": result.best, "last_val": result.last_val, "steps": result.step, "epochs": result.epoch}
+        if result.interrupted:
+            record = {"run_id": run.run_id, "interrupted": True, "metrics": metrics}
+        else:  # a finished run that is reused returns its record: registered once, when it finished
+            record = finish_run(run, train_cfg.seed, metrics, result.train_time_s)
+        return ClassifierRun(run, model, result, record, device)
+    finally:
+        run.close()

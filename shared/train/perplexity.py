@@ -24,7 +24,7 @@ def stream_loss(model: nn.Module, data: torch.Tensor | np.ndarray, block_size: i
     """Mean next-token loss over every window of ``data``.
 
     Args:
-        model: maps (B, T) ids to logits (B, T, V) or ``(logits, _)``.
+        model: a causal LM (:class:`shared.models.causal_lm.CausalLM`): (B, T) ids -> logits (B, T, V).
         data: (N,) token stream (tensor, or NumPy array / memmap).
         max_tokens: evaluate only the first this-many tokens (0 = all).
 
@@ -51,8 +51,7 @@ def stream_loss(model: nn.Module, data: torch.Tensor | np.ndarray, block_size: i
             chunk = data[torch.from_numpy(idx)].long()
         chunk = chunk.to(device)
         with autocast(device, precision):
-            out = model(chunk[:, :-1])
-        logits = (out[0] if isinstance(out, tuple) else out).float()
+            logits = model(chunk[:, :-1]).float()
         total += F.cross_entropy(logits.flatten(0, 1), chunk[:, 1:].flatten(), reduction="sum").item()
         count += chunk[:, 1:].numel()
     model.train(was_training)

@@ -1,9 +1,12 @@
-"""A small, readable supervised Trainer: train/eval phases, metrics, best and last checkpoints, resume.
+"""A small, readable supervised Trainer by epochs: train/eval phases, metrics, best and last checkpoints, resume.
 
-The loop is written out on purpose (it is what the curriculum teaches). Exact resume works because
-every source of randomness is either restored from the checkpoint (RNG states) or a pure function
-of ``(seed, epoch)`` (the batch order, see :class:`shared.data.sampling.ResumableBatchSampler`),
-and the epoch is restarted at the batch where the checkpoint was taken.
+The loop is written out on purpose (it is the week-1 lesson; the language-model weeks use the step loop of
+:mod:`shared.train.loop`). It shares that loop's pieces: one optimizer step (:func:`shared.train.step.train_step`),
+the checkpointer (:class:`shared.checkpoint.FileCheckpointer`), the parallel strategy
+(:class:`shared.parallel.Parallel`) and the metric logger. Exact resume works because every source of randomness is
+either restored from the checkpoint (RNG states) or a pure function of ``(seed, epoch)`` (the batch order, see
+:class:`shared.data.sampling.ResumableBatchSampler`), and the epoch is restarted at the batch where the checkpoint
+was taken.
 """
 
 from __future__ import annotations
@@ -16,36 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from shared.amp import grad_scaler
-from shared.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint, unwrap
+from shared.checkpoint import CheckpointError, FileCheckpointer, unwrap
 from shared.data.sampling import ResumableBatchSampler
-from shared.dist import all_reduce_mean
+from shared.parallel import Parallel
 from shared.repro import rng_state, set_rng_state
 from shared.tracking import MetricLogger, console, format_step, progress_enabled
 from shared.train.config import TrainConfig
-from shared.train.step import NonFiniteLossError, train_step
+from shared.train.step import NonFiniteLossError, train_step, xy_loss
 
-__all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "evaluate", "resolve_device"]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> ``cuda`` when available, else ``cpu``; anything else as given.
-
-    Raises:
-        RuntimeError: a CUDA device was asked for but CUDA is not available.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={name} but CUDA is not available; use train.device=cpu or auto")
-    return device
+__all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "evaluate"]
 
 
 @torch.no_grad()
@@ -78,7 +65,7 @@ class TrainResult:
     best: dict[str, float]
     last_val: dict[str, float]
     train_time_s: float
-    checkpoints: dict[str, Path] = field(default_factory=dict)
+    checkpoints: dict[str, Path | None] = field(default_factory=dict)
 
 
 class Trainer:
@@ -86,24 +73,25 @@ class Trainer:
 
     One optimizer step consumes ``cfg.grad_accum_steps`` micro-batches (a trailing incomplete group
     at the end of an epoch is skipped) and runs in ``cfg.precision`` (see :func:`train_step`).
-    Under DDP (``model`` wrapped in ``DistributedDataParallel``, the loader sharded by rank) every
-    rank runs this loop; the logged loss is the mean over ranks, every rank evaluates the whole
-    validation set (the replicas are identical), and only rank 0 writes checkpoints.
+    Under DDP (``parallel`` a DDP strategy, the loader sharded by rank) every rank runs this loop; the logged
+    loss is the mean over ranks, every rank evaluates the whole validation set (the replicas are identical),
+    and only rank 0 writes checkpoints.
 
     Args:
-        model: maps ``x`` to logits (B, num_classes).
+        model: the plain module, mapping ``x`` to logits (B, num_classes); ``parallel`` wraps it for training.
         optimizer, scheduler: the scheduler (optional) is stepped once per optimizer step.
         train_loader: a loader whose ``sampler`` is a :class:`ResumableBatchSampler`
             (see :func:`shared.data.sampling.batch_loader`).
         val_loader: evaluation batches.
         cfg: loop settings.
-        run_dir: checkpoints go to ``run_dir/checkpoints/{last,best}.pt``.
+        run_dir: checkpoints go to ``run_dir/checkpoints/`` (``step-N`` folders, ``last`` and ``best``).
         logger: metric sink.
         loss_fn: ``loss_fn(logits, y) -> scalar``; cross-entropy by default.
         train_transform: applied to each training micro-batch ``x`` on the device (augmentation);
             never to evaluation batches.
         meta: JSON-serialisable run description stored with every checkpoint (e.g. the config);
             ``world_size`` is added to it.
+        parallel: the strategy (default: one process).
 
     Raises:
         TypeError: ``train_loader.sampler`` cannot resume mid-epoch.
@@ -122,6 +110,7 @@ class Trainer:
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
         meta: dict[str, Any] | None = None,
         train_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        parallel: Parallel | None = None,
     ) -> None:
         if not isinstance(train_loader.sampler, ResumableBatchSampler):
             raise TypeError("train_loader must come from shared.data.sampling.batch_loader (a ResumableBatchSampler)")
@@ -134,69 +123,57 @@ class Trainer:
                 f"an epoch has {train_loader.sampler.batches_per_epoch} micro-batches on this rank, fewer than "
                 f"train.grad_accum_steps={cfg.grad_accum_steps}: lower the micro batch or the accumulation steps"
             )
-        self.ddp = isinstance(model, DistributedDataParallel)
-        self.world_size = dist.get_world_size() if self.ddp else 1
-        self.is_main = not self.ddp or dist.get_rank() == 0
+        self.parallel = parallel or Parallel()
+        self.world_size, self.is_main = self.parallel.world_size, self.parallel.is_main
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.fwd = self.parallel.wrap(model)
         self.train_loader, self.val_loader = train_loader, val_loader
         self.cfg, self.logger, self.loss_fn, self.train_transform = cfg, logger, loss_fn, train_transform
+        self.step_loss = xy_loss(loss_fn)
         self.meta = {**(meta or {}), "world_size": self.world_size}
         self.device = next(model.parameters()).device
         self.scaler = grad_scaler(self.device, cfg.precision)
-        self.ckpt_dir = Path(run_dir) / "checkpoints"
+        self.checkpointer = FileCheckpointer(Path(run_dir) / "checkpoints", cfg.keep_last_k, self.meta, self.is_main)
         self.progress: dict[str, Any] = {
             "step": 0, "epoch": 0, "batch": 0, "best": None, "last_val": {}, "train_time_s": 0.0,
         }
 
     @property
-    def last_path(self) -> Path:
-        return self.ckpt_dir / "last.pt"
-
-    @property
-    def best_path(self) -> Path:
-        return self.ckpt_dir / "best.pt"
-
-    @property
     def steps_per_epoch(self) -> int:
         return self.train_loader.sampler.batches_per_epoch // self.cfg.grad_accum_steps
 
-    def _save(self, path: Path, extra_meta: dict[str, Any] | None = None) -> None:
-        if not self.is_main:  # the replicas are identical; rank 0 writes for everyone
-            return
-        progress = {**self.progress, "grad_scaler": self.scaler.state_dict()}
-        save_checkpoint(
-            path, self.model, self.optimizer, self.scheduler,
-            progress=progress, rng=rng_state(), meta={**self.meta, **(extra_meta or {})},
-        )
-        self.logger.flush()
+    def _save(self, best: bool = False) -> None:
+        state = {"scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                 "rng": rng_state(), "scaler": self.scaler.state_dict()}
+        self.checkpointer.save(self.progress["step"], self.model, self.optimizer, state=state, progress=self.progress,
+                               best=best)
+        if self.is_main:
+            self.logger.flush()
 
     def _try_resume(self) -> None:
-        if not (self.cfg.resume and self.last_path.is_file()):
+        if not self.cfg.resume:
+            self.checkpointer.reset()
+        # load_state_dict copies weights and optimizer state onto the parameters' device
+        ck = self.checkpointer.load(self.model, self.optimizer) if self.cfg.resume else None
+        if ck is None:
             self.logger.resume(step=-1)
             return
-        # Load on the CPU: load_state_dict copies weights and optimizer state onto the parameters' device,
-        # and the RNG states must be CPU tensors anyway.
-        state = load_checkpoint(self.last_path, map_location="cpu")
-        load_model_state(self.model, state, source=str(self.last_path))
-        saved_world = state["meta"].get("world_size", 1)
+        saved_world = ck.meta.get("world_size", 1)
         if saved_world != self.world_size:
             raise CheckpointError(
-                f"{self.last_path} was written by a run with world_size={saved_world}, this run has "
+                f"{ck.path} was written by a run with world_size={saved_world}, this run has "
                 f"world_size={self.world_size}: the data position cannot be carried over. Relaunch with "
                 f"{saved_world} processes, or start a new run (train.resume=false or another run directory)."
             )
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        progress = dict(state["progress"])
-        if progress.get("grad_scaler"):
-            self.scaler.load_state_dict(progress["grad_scaler"])
-        progress.pop("grad_scaler", None)
-        self.progress.update(progress)
+        if self.scheduler is not None and ck.state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(ck.state["scheduler"])
+        set_rng_state(ck.state["rng"])
+        if ck.state.get("scaler"):
+            self.scaler.load_state_dict(ck.state["scaler"])
+        self.progress.update(ck.progress)
         self.logger.resume(step=self.progress["step"])
         p = self.progress
-        console(f"resumed from {self.last_path} at step {p['step']} (epoch {p['epoch']}, batch {p['batch']})")
+        console(f"resumed from {ck.path} at step {p['step']} (epoch {p['epoch']}, batch {p['batch']})")
 
     def _is_better(self, value: float) -> bool:
         best = self.progress["best"]
@@ -205,7 +182,7 @@ class Trainer:
         return value > best[self.cfg.best_metric] if self.cfg.best_mode == "max" else value < best[self.cfg.best_metric]
 
     def fit(self) -> TrainResult:
-        """Run (or resume) training to ``cfg.epochs`` or ``cfg.max_steps``; see :class:`TrainResult`.
+        """Run (or resume) training to ``cfg.epochs``, or to ``cfg.stop_at`` steps; see :class:`TrainResult`.
 
         Raises:
             NonFiniteLossError: the loss is NaN/inf (the message says where and what to try).
@@ -233,17 +210,16 @@ class Trainer:
                     group = list(itertools.islice(batches, k))
                     if len(group) < k:  # end of epoch (an incomplete accumulation group is skipped)
                         break
-                    if cfg.max_steps and p["step"] >= cfg.max_steps:
+                    if cfg.stop_at and p["step"] >= cfg.stop_at:
                         interrupted = True
-                        self._save(self.last_path)
+                        self._save()
                         break
                     micro = [(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)) for x, y in group]
                     if self.train_transform is not None:
                         micro = [(self.train_transform(x), y) for x, y in micro]
                     try:
-                        loss = train_step(
-                            self.model, self.optimizer, micro, self.loss_fn, precision=cfg.precision, scaler=self.scaler,
-                        )
+                        loss, _ = train_step(self.fwd, self.optimizer, micro, self.step_loss, precision=cfg.precision,
+                                             scaler=self.scaler, parallel=self.parallel)
                     except NonFiniteLossError as e:
                         raise NonFiniteLossError(f"step {p['step']} (epoch {epoch}): {e}") from e
                     if self.scheduler is not None:
@@ -255,7 +231,7 @@ class Trainer:
                     if p["step"] % cfg.log_every == 0:
                         now = time.perf_counter()
                         row = {
-                            "loss": (all_reduce_mean(loss) if self.ddp else loss).item(),
+                            "loss": self.parallel.all_reduce_mean(loss).item(),
                             "lr": self.optimizer.param_groups[0]["lr"],
                             "samples_per_sec": seen / max(now - t_log, 1e-9),
                         }
@@ -263,7 +239,7 @@ class Trainer:
                         bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{row['samples_per_sec']:,.0f}")
                         t_log, seen = now, 0
                     if cfg.ckpt_every and p["step"] % cfg.ckpt_every == 0:
-                        self._save(self.last_path)
+                        self._save()
                 bar.close()
                 p["train_time_s"] += time.perf_counter() - t_epoch
                 if interrupted:
@@ -273,18 +249,17 @@ class Trainer:
                 self.logger.log("val", p["step"], epoch + 1, loss=val["loss"], acc=val["acc"],
                                 train_time_s=p["train_time_s"])
                 console(format_step(p["step"], {"epoch": epoch + 1, "val_loss": val["loss"], "val_acc": val["acc"]}))
-                if self._is_better(val[cfg.best_metric]):
+                better = self._is_better(val[cfg.best_metric])
+                if better:
                     p["best"] = {**val, "step": p["step"], "epoch": epoch + 1}
-                    self._save(self.best_path, {"val": val})
-                self._save(self.last_path)
+                self._save(best=better)
         except KeyboardInterrupt:
-            self._save(self.last_path)
-            console(f"interrupted: saved {self.last_path}; run the same command again to resume")
+            self._save()
+            console(f"interrupted: saved {self.checkpointer.path('last')}; run the same command again to resume")
             raise
-        if self.ddp:
-            dist.barrier()  # no rank starts using the checkpoints before rank 0 has written them
+        self.parallel.barrier()  # no rank starts using the checkpoints before rank 0 has written them
         return TrainResult(
             step=p["step"], epoch=p["epoch"], interrupted=interrupted, best=p["best"] or {},
             last_val=p["last_val"], train_time_s=p["train_time_s"],
-            checkpoints={"last": self.last_path, "best": self.best_path},
+            checkpoints={"last": self.checkpointer.path("last"), "best": self.checkpointer.path("best")},
         )

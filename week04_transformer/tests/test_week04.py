@@ -7,7 +7,7 @@ from week04_transformer import checks, config
 from week04_transformer.__main__ import main
 from week04_transformer.train import sample_steps
 
-DEBUG = ["data.dataset=fake_text", "train.max_steps=30", "train.eval_every=10", "train.eval_iters=2",
+DEBUG = ["data.dataset=fake_text", "loop.max_steps=30", "loop.eval_every=10", "task.eval_iters=2",
          "sample.max_new_tokens=20", "bench.steps=1", "bench.warmup=0", "check.time_budget_s=600"]
 
 
@@ -15,14 +15,14 @@ DEBUG = ["data.dataset=fake_text", "train.max_steps=30", "train.eval_every=10", 
 def test_every_profile_loads(profile):
     cfg = config.load(profile)
     assert cfg.model.n_embd % cfg.model.n_head == 0
-    assert cfg.train.max_steps % cfg.train.eval_every == 0
+    assert cfg.loop.max_steps % cfg.loop.eval_every == 0
 
 
 def test_the_gpu_profile_is_the_issue_s_reference_shape():
     cfg = config.load("gpu")
-    m, t = cfg.model, cfg.train
+    m, t = cfg.model, cfg.loop
     assert (m.n_layer, m.n_head, m.n_embd, m.block_size, m.attn_backend) == (6, 6, 384, 256, "torch")
-    assert (t.precision, t.compile, t.fused_adamw) == ("bf16", True, True)
+    assert (t.precision, t.compile, cfg.optim.fused) == ("bf16", True, True)
     assert cfg.check.target_val_loss == 1.47
 
 
@@ -58,7 +58,7 @@ def test_the_whole_week_runs_on_the_debug_corpus_and_writes_its_log(fake_text, a
 def test_a_second_run_of_the_same_config_resumes_and_says_so(fake_text, aifs_dirs, monkeypatch):
     monkeypatch.setattr(checks, "run_component_tests", lambda: checks.TestCount(9, 0, 0, 0, 0.1))
     args = ["--profile", "smoke", *DEBUG, "check.target_val_loss=3.5"]
-    assert main([*args, "train.stop_at=20"]) == 1  # stopped early: above the target, so that check fails
+    assert main([*args, "loop.stop_at=20"]) == 1  # stopped early: above the target, so that check fails
     main(args)
     log = (aifs_dirs["runs"] / "week04" / "smoke" / "log" / "week04.md").read_text()
     assert "resumed the run from its checkpoint at step 20" in log

@@ -6,8 +6,9 @@ import pytest
 
 from shared.checkpoint import CheckpointError
 from shared.config import ConfigError
+from shared.data.bpe import train_bpe
 from shared.data.corpus import load_corpus
-from shared.data.tokenizer import train_bpe
+from shared.data.lm import pack_stage, tokenizer_stage
 from shared.testing import fake_documents
 from week05_lm_pipeline import config, stages
 from week05_lm_pipeline.__main__ import main
@@ -32,7 +33,7 @@ def corpus_dir(tmp_path, aifs_dirs):
 
 def _overrides(corpus_dir):
     return [f"data.corpus={corpus_dir}", "data.separator=<|sep|>", "data.vocab_size=400", "model.block_size=16",
-            "train.max_steps=60", "train.eval_every=30", "eval.max_tokens=0", "check.roundtrip_docs=50",
+            "loop.max_steps=60", "loop.eval_every=30", "eval.max_tokens=0", "check.roundtrip_docs=50",
             "short.max_steps=30", "short.eval_every=15", "short.n_layer=1", "short.n_embd=32", "short.block_size=16",
             "short.eval_tokens=0", "ablation.warmup_steps=5", "ablation.high_lr=1.0", "ladder.tuned_lrs=[0.01]",
             "bench.seq_lens=[8,16]", "bench.micro_batches=[2]", "bench.steps=1", "bench.warmup=0"]
@@ -48,7 +49,7 @@ def test_the_gpu_profile_is_gpt2_small_on_tinystories():
     cfg = config.load("gpu")
     m = cfg.model
     assert (m.n_layer, m.n_head, m.n_embd, m.block_size, m.attn_backend) == (12, 12, 768, 1024, "torch")
-    assert (cfg.train.precision, cfg.train.compile, cfg.data.corpus) == ("bf16", True, "tinystories")
+    assert (cfg.loop.precision, cfg.loop.compile, cfg.data.corpus) == ("bf16", True, "tinystories")
     with pytest.raises(ConfigError, match="vocab_sise"):
         config.load("gpu", ["data.vocab_sise=8"])
 
@@ -57,20 +58,20 @@ def test_stages_skip_verified_outputs_and_redo_broken_ones(corpus_dir):
     cfg = config.load("smoke", _overrides(corpus_dir))
     corpus = load_corpus(cfg.data)
     assert len(corpus.train) + len(corpus.val) == 120
-    first = stages.tokenizer_stage(cfg, corpus)
+    first = tokenizer_stage(cfg.data, corpus, stages.WEEK, cfg.check.roundtrip_docs)
     assert not first.skipped
     assert first.roundtrip_ok == first.roundtrip_n == 12  # 10% of 120 documents
     assert first.edge_cases_ok
-    again = stages.tokenizer_stage(cfg, corpus)
+    again = tokenizer_stage(cfg.data, corpus, stages.WEEK, cfg.check.roundtrip_docs)
     assert again.skipped
     assert again.tokenizer.sha256 == first.tokenizer.sha256
-    packed = stages.pack_stage(cfg, corpus, first.tokenizer)
+    packed = pack_stage(cfg.data, corpus, first.tokenizer, stages.WEEK, cfg.model.block_size)
     assert not packed.skipped
     assert all(s.tokens == s.tokens_before and s.bos_count == s.documents for s in packed.splits.values())
-    assert stages.pack_stage(cfg, corpus, first.tokenizer).skipped
+    assert pack_stage(cfg.data, corpus, first.tokenizer, stages.WEEK, cfg.model.block_size).skipped
     val = packed.dir / "val.bin"
     val.write_bytes(val.read_bytes()[:-2])  # truncated: the stage must notice and pack again
-    redone = stages.pack_stage(cfg, corpus, first.tokenizer)
+    redone = pack_stage(cfg.data, corpus, first.tokenizer, stages.WEEK, cfg.model.block_size)
     assert not redone.skipped
     assert redone.splits["val"].tokens == packed.splits["val"].tokens
 
@@ -79,7 +80,7 @@ def test_the_whole_pipeline_passes_its_checks_and_the_eval_cli_agrees(corpus_dir
     assert main(["--profile", "smoke", *_overrides(corpus_dir)]) == 0
     log = (aifs_dirs["runs"] / "week05" / "smoke" / "log" / "week05.md").read_text()
     assert "## Checks: 9/9 PASS" in log, log
-    best = next((aifs_dirs["runs"] / "week05" / "smoke").glob("gpt-*/checkpoints/best.pt"))
+    best = next((aifs_dirs["runs"] / "week05" / "smoke").glob("gpt-*/checkpoints/best"))
     capsys.readouterr()
     assert eval_main([str(best), "--batch-size", "3"]) == 0
     cli = json.loads(capsys.readouterr().out)

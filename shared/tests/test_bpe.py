@@ -2,7 +2,8 @@
 
 import pytest
 
-from shared.data.tokenizer import SPECIALS, BPETokenizer, TokenizerError, train_bpe
+from shared.data.bpe import SPECIALS, BPETokenizer, train_bpe
+from shared.data.tokenizer import TokenizerError
 from shared.testing import fake_documents
 
 EDGE_CASES = ["", " ", "  two  spaces  ", "\n\nblank lines\n\n", "tab\tand\r\nCRLF", "unicode: é ✓ 日本語 🙂",

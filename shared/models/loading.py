@@ -1,0 +1,59 @@
+"""Loading a trained language model for evaluation or serving, refusing the wrong tokenizer.
+
+A checkpoint folder written by :class:`shared.checkpoint.FileCheckpointer` records the model class and config and
+the tokenizer's hash; :func:`load_lm_for_eval` rebuilds the GPT from that config, loads the weights, and checks the
+tokenizer it is given (or the one the checkpoint names) is the one the model was trained with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from shared.checkpoint import Checkpoint, CheckpointError, load_model, read_checkpoint
+from shared.data.tokenizer import Tokenizer, load_tokenizer
+from shared.models.gpt import GPT, GPTConfig
+
+
+@dataclass
+class LoadedLM:
+    """A model ready to evaluate, its tokenizer, and the checkpoint it came from."""
+
+    model: GPT  # eval mode, on the requested device
+    tokenizer: Tokenizer
+    checkpoint: Checkpoint
+
+
+def load_lm_for_eval(ckpt: str | Path, tokenizer: Tokenizer | str | Path | None = None,
+                     device: torch.device | str = "cpu") -> LoadedLM:
+    """The GPT of a checkpoint folder (e.g. ``runs/week05/cpu/gpt-<hash>/checkpoints/best``), with its tokenizer.
+
+    Args:
+        tokenizer: a tokenizer, or a path for :func:`shared.data.tokenizer.load_tokenizer`; default: the path
+            recorded in the checkpoint's ``meta.json`` (``tokenizer``).
+
+    Raises:
+        CheckpointError: missing/incomplete checkpoint, not a GPT, no tokenizer recorded or given, or a tokenizer
+            whose vocabulary or hash differs from the one it was trained with (the message names both).
+    """
+    ck = read_checkpoint(ckpt)
+    meta = ck.meta
+    if meta.get("model_class") != "GPT" or not meta.get("model_config"):
+        raise CheckpointError(f"{ckpt} holds a {meta.get('model_class')}, not a GPT with its config")
+    if tokenizer is None:
+        if not meta.get("tokenizer"):
+            raise CheckpointError(f"{ckpt} records no tokenizer path: pass the tokenizer it was trained with")
+        tokenizer = meta["tokenizer"]
+    tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
+    cfg = GPTConfig(**meta["model_config"])
+    trained_sha = meta.get("tokenizer_sha256")
+    if cfg.vocab_size < tok.vocab_size or trained_sha not in (None, tok.sha256):
+        raise CheckpointError(
+            f"{ckpt} was trained with a {cfg.vocab_size}-id vocabulary (tokenizer {str(trained_sha)[:12]}), but the "
+            f"tokenizer given has {tok.vocab_size} ids ({tok.sha256[:12]}): evaluate it with the tokenizer it was "
+            "trained with (its meta.json names it)")
+    model = GPT(cfg)
+    load_model(model, ck.path)
+    return LoadedLM(model.to(device).eval(), tok, ck)

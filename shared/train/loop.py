@@ -1,0 +1,285 @@
+"""The one step loop every objective trains with: ``fit(model, task, optimizer, schedule, loop_cfg, ...)``.
+
+The loop knows steps, accumulation, clipping, precision, compile, the schedule, eval/log/checkpoint cadence and
+resuming; the task (:class:`shared.tasks.base.Task`) knows its batches, its loss and its eval; the parallel strategy
+(:class:`shared.parallel.Parallel`) knows wrapping, gradient sync and ranks; the checkpointer
+(:class:`shared.checkpoint.Checkpointer`) knows files. Exact resume holds because every source of randomness is
+either a pure function of the step (the batches) or restored from the checkpoint (weights, optimizer, GradScaler,
+RNG), and Ctrl-C stops at a step boundary (the current step finishes, is saved, then the run stops).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from shared.amp import autocast, grad_scaler
+from shared.checkpoint import Checkpointer, unwrap
+from shared.flops import mfu
+from shared.parallel import Parallel
+from shared.repro import rng_state, set_rng_state
+from shared.tasks.base import Task
+from shared.tracking import MetricLogger, console, format_step, progress_enabled
+from shared.train.config import LoopConfig, ScheduleConfig
+from shared.train.optim import check_schedule, lr_at
+from shared.train.step import NonFiniteLossError, train_step
+
+OnEval = Callable[[int, nn.Module, dict[str, Any]], None]
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns."""
+
+    step: int  # optimizer steps done (over every process of the run)
+    finished: bool  # reached loop.max_steps (False: stopped by loop.stop_at)
+    evals: list[dict[str, Any]]  # one record per eval: step, tokens, the task's metrics, train_time_s, wall_s
+    train_time_s: float  # seconds in training steps (evals excluded), summed over resumes
+    tokens: int  # training tokens consumed (all ranks)
+    resumed_from: int = 0  # the step this process started at (0: a fresh run)
+    best: dict[str, Any] | None = None  # {"step", "value"} of the best eval metric
+    first_step_s: float | None = None  # seconds from t_start to the end of this process's first training step
+    checkpoints: dict[str, Path | None] = field(default_factory=dict)  # "last", "best"
+
+
+@contextmanager
+def _stop_at_step_boundary() -> Iterator[dict[str, bool]]:
+    """While active, the first Ctrl-C only sets ``flag["stop"]`` (the loop saves after the current step and raises
+    KeyboardInterrupt); a second one interrupts at once. Outside the main thread signals cannot be caught: no-op."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+        console("interrupt: finishing this step and saving (Ctrl-C again to stop at once)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _Loop:
+    """The state of one :func:`fit` call (``self.p`` is what a checkpoint's progress holds)."""
+
+    def __init__(self, model: nn.Module, task: Task, optimizer: torch.optim.Optimizer, schedule: ScheduleConfig,
+                 cfg: LoopConfig, checkpointer: Checkpointer | None, logger: MetricLogger, parallel: Parallel,
+                 on_eval: OnEval | None, flops_per_token: float | None, peak_flops: float | None,
+                 t_start: float, expect: dict[str, Any] | None) -> None:
+        check_schedule(schedule)
+        if cfg.best_mode not in ("min", "max"):
+            raise ValueError(f"loop.best_mode must be 'min' or 'max', got '{cfg.best_mode}'")
+        if cfg.grad_accum_steps < 1 or cfg.micro_batch < 1 or cfg.max_steps < 1:
+            raise ValueError("loop.max_steps, loop.micro_batch and loop.grad_accum_steps must be >= 1, got "
+                             f"{cfg.max_steps}, {cfg.micro_batch}, {cfg.grad_accum_steps}")
+        self.model, self.task, self.optimizer, self.schedule, self.cfg = model, task, optimizer, schedule, cfg
+        self.checkpointer, self.logger, self.parallel, self.on_eval = checkpointer, logger, parallel, on_eval
+        self.flops_per_token, self.peak_flops, self.t_start, self.expect = flops_per_token, peak_flops, t_start, expect
+        self.device = next(model.parameters()).device
+        self.scaler = grad_scaler(self.device, cfg.precision)
+        for group in optimizer.param_groups:  # the schedule scales each group's own peak lr
+            group.setdefault("peak_lr", group["lr"])
+        self.p: dict[str, Any] = {"step": 0, "evals": [], "train_time_s": 0.0, "wall_s_before": 0.0, "best": None,
+                                  "tokens": 0}
+        self.stats: dict[str, torch.Tensor] = {}
+        self.rng_at_step = rng_state()
+        self.first_step_s: float | None = None
+        self.fwd = self.eval_fwd = model  # replaced in fit()
+
+    # -- state -------------------------------------------------------------------------------------------------
+    def wall(self) -> float:
+        """Seconds since ``t_start``, plus the earlier processes' share when resumed."""
+        return self.p["wall_s_before"] + time.perf_counter() - self.t_start
+
+    def save(self, best: bool = False, rng: dict[str, Any] | None = None) -> None:
+        if self.checkpointer is not None:
+            state = {"rng": rng or rng_state(), "scaler": self.scaler.state_dict()}
+            self.checkpointer.save(self.p["step"], self.model, self.optimizer, state=state, best=best,
+                                   progress={**self.p, "wall_s_before": self.wall()})
+        self.logger.flush()
+
+    def resume(self) -> None:
+        if self.checkpointer is None:
+            self.logger.resume(step=0)
+            return
+        if not self.cfg.resume:
+            self.checkpointer.reset()
+        elif (ck := self.checkpointer.load(self.model, self.optimizer, "last", self.expect)) is not None:
+            self.p.update(ck.progress)
+            set_rng_state(ck.state["rng"])
+            if ck.state.get("scaler"):
+                self.scaler.load_state_dict(ck.state["scaler"])
+            console(f"resumed from {ck.path} at step {self.p['step']}")
+        self.logger.resume(step=self.p["step"])
+
+    def path(self, which: str) -> Path | None:
+        return None if self.checkpointer is None else self.checkpointer.path(which)
+
+    # -- phases --------------------------------------------------------------------------------------------------
+    def evaluate(self) -> None:
+        """Run the task's eval, call ``on_eval``, log, and checkpoint (marking a new best)."""
+        p, cfg = self.p, self.cfg
+        self.eval_fwd.eval()
+        with torch.no_grad(), autocast(self.device, cfg.precision):
+            metrics = self.task.evaluate(self.eval_fwd)
+        self.model.train()
+        record = {"step": p["step"], "tokens": p["tokens"], **metrics, "train_time_s": p["train_time_s"],
+                  "wall_s": self.wall()}
+        if self.on_eval is not None:
+            self.on_eval(p["step"], unwrap(self.model), record)
+        p["evals"].append(record)
+        self.logger.log("val", p["step"], 0, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                        wall_s=record["wall_s"])
+        console(format_step(p["step"], {k: v for k, v in metrics.items() if isinstance(v, float)}, cfg.max_steps))
+        value = metrics.get(cfg.best_metric)
+        best = value is not None and (p["best"] is None or (value < p["best"]["value"] if cfg.best_mode == "min"
+                                                             else value > p["best"]["value"]))
+        if best:
+            p["best"] = {"step": p["step"], "value": value}
+        self.save(best=best)
+
+    def step(self) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+        """One optimizer step at the scheduled lr: ``(mean loss, mean metrics, tokens)`` (tensors not synchronised)."""
+        cfg, step, par = self.cfg, self.p["step"], self.parallel
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg.max_steps, group["peak_lr"], self.schedule)
+        k = cfg.grad_accum_steps
+        micro = [self.task.batch(step * k + i, par.rank, par.world_size, cfg.micro_batch) for i in range(k)]
+        tokens = sum(self.task.num_tokens(b) for b in micro) * par.world_size
+        micro = [_to_device(b, self.device) for b in micro]
+        try:
+            loss, metrics = train_step(self.fwd, self.optimizer, micro, self.task.loss, precision=cfg.precision,
+                                       scaler=self.scaler, parallel=par, grad_clip=cfg.grad_clip, stats=self.stats)
+        except NonFiniteLossError as e:
+            self.logger.flush()  # keep the rows up to the divergence; the last good checkpoint stays as it is
+            last = self.path("last")
+            keep = f" The last good checkpoint is {last}." if last is not None else ""
+            raise NonFiniteLossError(f"step {step}: {e}{keep}", step=step) from e
+        self.p["step"] += 1
+        self.p["tokens"] += tokens
+        return loss, metrics, tokens
+
+    def log_row(self, loss: torch.Tensor, metrics: dict[str, torch.Tensor], tokens: int, seconds: float,
+                steps: int) -> dict[str, float]:
+        tok_s = tokens / max(seconds, 1e-9)
+        row = {"loss": self.parallel.all_reduce_mean(loss).item(), "lr": self.optimizer.param_groups[0]["lr"],
+               "tokens_per_sec": tok_s}
+        if "grad_norm" in self.stats:
+            row["grad_norm"] = self.stats["grad_norm"].item()
+        if (u := mfu(tok_s, self.flops_per_token or 0.0, self.peak_flops)) is not None:
+            row["mfu"] = u
+        row.update({k: self.parallel.all_reduce_mean(v).item() for k, v in metrics.items()})
+        self.logger.log("train", self.p["step"], 0, **row)
+        return {**row, "dt": seconds / max(steps, 1)}
+
+    def fit(self) -> FitResult:
+        from tqdm import tqdm
+
+        cfg, p = self.cfg, self.p
+        self.resume()
+        resumed_from = p["step"]
+        wrapped = self.parallel.wrap(self.model)
+        self.fwd = torch.compile(wrapped) if cfg.compile else wrapped
+        self.eval_fwd = self.fwd if wrapped is self.model else (torch.compile(self.model) if cfg.compile else self.model)
+        bar = tqdm(total=cfg.max_steps, initial=p["step"], desc="train", leave=False,
+                   disable=not (cfg.progress and progress_enabled()))
+        self.model.train()
+        try:
+            with _stop_at_step_boundary() as interrupt:
+                if p["step"] == 0 and not p["evals"]:
+                    self.evaluate()  # the untrained model (its loss should be about ln(vocab_size)), once per run
+                t_log, since_log, tokens_since = time.perf_counter(), 0, 0
+                while p["step"] < cfg.max_steps:
+                    if cfg.stop_at and p["step"] >= cfg.stop_at:
+                        self.save()
+                        break
+                    t0 = time.perf_counter()
+                    self.rng_at_step = rng_state()
+                    loss, metrics, tokens = self.step()
+                    if self.first_step_s is None:
+                        self.first_step_s = time.perf_counter() - self.t_start
+                    since_log, tokens_since = since_log + 1, tokens_since + tokens
+                    bar.update(1)
+                    done = p["step"] == cfg.max_steps
+                    if p["step"] % cfg.log_every == 0 or done:
+                        now = time.perf_counter()  # .item() in log_row waits for the GPU: time after it
+                        row = self.log_row(loss, metrics, tokens_since, now - t_log, since_log)
+                        bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_sec']:,.0f}")
+                        if cfg.print_every and p["step"] % cfg.print_every == 0:
+                            console(format_step(p["step"], {k: row[k] for k in ("loss", "lr", "dt", "tokens_per_sec",
+                                                                                  "mfu") if k in row}, cfg.max_steps))
+                        t_log, since_log, tokens_since = now, 0, 0
+                    p["train_time_s"] += time.perf_counter() - t0
+                    if p["step"] % cfg.eval_every == 0 or done:
+                        self.evaluate()
+                        t_log, since_log, tokens_since = time.perf_counter(), 0, 0  # tokens/s leaves eval time out
+                    elif cfg.ckpt_every and p["step"] % cfg.ckpt_every == 0:
+                        self.save()
+                    if interrupt["stop"]:
+                        self.save()
+                        raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            if not interrupt["stop"]:  # a hard interrupt inside a step: save the state from before that step
+                self.save(rng=self.rng_at_step)
+            console(f"interrupted: saved step {p['step']} to {self.path('last')}; run the same command again to resume")
+            raise
+        finally:
+            bar.close()
+        self.logger.flush()
+        self.parallel.barrier()  # no rank reads the checkpoints before the main rank has written them
+        return FitResult(p["step"], p["step"] >= cfg.max_steps, p["evals"], p["train_time_s"], p["tokens"],
+                         resumed_from, p["best"], self.first_step_s,
+                         {"last": self.path("last"), "best": self.path("best")})
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    if device.type == "cuda":
+        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer, schedule: ScheduleConfig, cfg: LoopConfig, *,
+        checkpointer: Checkpointer | None = None, logger: MetricLogger | None = None, parallel: Parallel | None = None,
+        on_eval: OnEval | None = None, flops_per_token: float | None = None, peak_flops: float | None = None,
+        t_start: float | None = None, expect: dict[str, Any] | None = None) -> FitResult:
+    """Train ``model`` on ``task`` for ``cfg.max_steps`` optimizer steps, or resume the run in ``checkpointer``.
+
+    Each step sets every param group's lr from its peak with :func:`shared.train.optim.lr_at`, draws
+    ``cfg.grad_accum_steps`` micro-batches of ``cfg.micro_batch`` from the task for this rank, and runs
+    :func:`shared.train.step.train_step` (accumulation, ``no_sync``, AMP, clipping, NaN check). Evals run at step 0
+    (once, even across resumes), every ``cfg.eval_every`` steps and at the end, each followed by a checkpoint.
+
+    Args:
+        model: the plain module (its weights are what is saved); ``parallel`` wraps it for training.
+        optimizer: built outside from the trainable parameters (:func:`shared.train.optim.build_optimizer`).
+        checkpointer: where to save and resume (None: nothing is saved; no resume).
+        logger: metric rows (default: the no-op :class:`shared.tracking.MetricLogger`).
+        parallel: the strategy (default: one process).
+        on_eval: called after each eval with ``(step, plain model, record)``; may add JSON-able keys to ``record``
+            (e.g. a sample), which is checkpointed with the eval history.
+        flops_per_token, peak_flops: for the MFU column (left out when either is None).
+        t_start: ``time.perf_counter()`` at process start; evals record ``wall_s`` since then.
+        expect: meta values a checkpoint must have to be resumed (e.g. ``{"tokenizer_sha256": ...}``).
+
+    Raises:
+        NonFiniteLossError: the loss became NaN/inf (the message names the step and the last good checkpoint).
+        CheckpointError: the checkpoint to resume belongs to another model/tokenizer or is incomplete.
+        KeyboardInterrupt: Ctrl-C, after saving.
+    """
+    return _Loop(model, task, optimizer, schedule, cfg, checkpointer, logger or MetricLogger(), parallel or Parallel(),
+                 on_eval, flops_per_token, peak_flops, time.perf_counter() if t_start is None else t_start,
+                 expect).fit()

@@ -1,0 +1,123 @@
+"""The pre-training recipe: one GPT run on a token stream, from an empty (or half-done) run folder to its result.
+
+Weeks 4, 5 and 6 train every language model through :func:`pretrain`: open the run folder (locked, keyed by the
+config), seed and build the GPT, build the optimizer from its param groups, train it with the step loop on an
+:class:`shared.tasks.lm.LMTask` (resuming when the folder holds a checkpoint), and register the finished run once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from shared.checkpoint import FileCheckpointer
+from shared.device import resolve_device
+from shared.flops import mfu_peak
+from shared.models.gpt import GPT, GPTConfig
+from shared.parallel import Parallel
+from shared.profiling import peak_memory_gib, reset_peak_memory
+from shared.repro import seed_everything
+from shared.rundir import Run, finish_run, start_run
+from shared.tasks.lm import LMTask, LMTaskConfig
+from shared.tracking import FileLogger, console
+from shared.train.config import LoopConfig, OptimConfig, ScheduleConfig
+from shared.train.loop import FitResult, OnEval, fit
+from shared.train.optim import build_optimizer
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass
+class LMSetup:
+    """Everything that defines one pre-training run (the model config has the tokenizer's vocabulary size)."""
+
+    model: GPTConfig
+    optim: OptimConfig
+    schedule: ScheduleConfig
+    loop: LoopConfig
+    task: LMTaskConfig
+
+
+@dataclass
+class LMRun:
+    """A pre-training run that reached its end (or ``loop.stop_at``), and what logs need from it."""
+
+    run: Run
+    model: GPT  # the final weights, on the run's device
+    fit: FitResult
+    metrics: pd.DataFrame  # the run's metrics.csv
+    skipped: bool  # the run was already complete (nothing trained in this process)
+    tokens_per_sec: float  # median of the logged training rows
+    mfu: float | None  # median of the logged rows (None without a peak)
+    mfu_source: str  # what the MFU is measured against
+    peak_mem_gib: float  # peak memory of this process while it trained (see shared.profiling.peak_memory_gib)
+    flops_per_token: float  # training FLOPs per token (6N + attention)
+    record: dict[str, Any] | None  # the registry record (None until the run finishes)
+
+
+def pretrain(week: str, name: str, profile: str, run_cfg: Any, setup: LMSetup, train: torch.Tensor | np.ndarray,
+             val: torch.Tensor | np.ndarray, *, tokenizer_sha256: str | None = None, on_eval: OnEval | None = None,
+             t_start: float | None = None, tensorboard: bool = True, parallel: Parallel | None = None,
+             result_metrics: Callable[[GPT, FitResult], dict[str, Any]] | None = None,
+             on_start: Callable[[Run], None] | None = None, checkpoint_meta: dict[str, Any] | None = None) -> LMRun:
+    """Train (or resume, or reuse) the GPT of ``setup`` on the token streams ``train`` / ``val``.
+
+    Args:
+        run_cfg: the config that names the run folder (its hash); it should hold ``setup`` with
+            :func:`shared.train.config.run_identity` applied to the loop.
+        tokenizer_sha256: recorded in every checkpoint; resuming with another tokenizer is refused.
+        on_eval, t_start: see :func:`shared.train.loop.fit`.
+        result_metrics: the registry metrics of a finished run (default: the last eval's).
+        on_start: called with the open run before training (e.g. to save the tokenizer into its folder).
+        checkpoint_meta: more JSON-able facts for every checkpoint's ``meta.json`` (e.g. the tokenizer's path).
+
+    Raises:
+        RunLockedError: the same run is running in another process.
+        NonFiniteLossError, CheckpointError: see :func:`shared.train.loop.fit`.
+    """
+    import pandas as pd
+
+    loop = setup.loop
+    device = resolve_device(loop.device)
+    with start_run(week, name, profile, run_cfg) as run:
+        skipped = run.finished
+        if on_start is not None:
+            on_start(run)
+        seed_everything(loop.seed)
+        model = GPT(setup.model).to(device)
+        console(f"GPT: {model.num_params():,} non-embedding parameters ({model.num_params(False):,} in all), vocab "
+                f"{setup.model.vocab_size}, block {setup.model.block_size}, device {device} -> {run.dir}")
+        optimizer = build_optimizer(model, setup.optim)
+        task = LMTask(train, val, setup.model.block_size, loop.seed, setup.task.eval_iters, loop.micro_batch)
+        peak, source = mfu_peak(device, loop.precision)
+        logger = FileLogger(run.dir, run.run_id, loop.seed, tensorboard=tensorboard)
+        parallel = parallel or Parallel()
+        meta = {"run_id": run.run_id, "git_commit": run.env.get("git_commit"), "tokenizer_sha256": tokenizer_sha256,
+                "world_size": parallel.world_size, **(checkpoint_meta or {})}
+        checkpointer = FileCheckpointer(run.dir / "checkpoints", loop.keep_last_k, meta, is_main=parallel.is_main)
+        reset_peak_memory(device)
+        t0 = time.perf_counter()
+        result = fit(model, task, optimizer, setup.schedule, loop, checkpointer=checkpointer, logger=logger,
+                     parallel=parallel, on_eval=on_eval, flops_per_token=model.flops_per_token(), peak_flops=peak,
+                     t_start=t_start, expect={"tokenizer_sha256": tokenizer_sha256} if tokenizer_sha256 else None)
+        logger.close()
+        record = None
+        if result.finished and parallel.is_main:  # registered once: a reused run returns its recorded result
+            metrics = {} if skipped else result_metrics(model, result) if result_metrics else {
+                k: v for k, v in result.evals[-1].items() if k not in ("step", "tokens", "train_time_s", "wall_s")}
+            record = finish_run(run, loop.seed, metrics, result.train_time_s)
+        final = result.evals[-1]
+        console(f"{'reused' if skipped else 'trained'} {name} to step {result.step} in {time.perf_counter() - t0:.1f} s: "
+                + ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k.endswith("loss")))
+        rows = pd.read_csv(run.dir / "metrics.csv")
+        rows = rows[rows.phase == "train"]
+        mfu_median = float(rows.mfu.median()) if "mfu" in rows and len(rows) else None
+        tok_s = float(rows.tokens_per_sec.median()) if len(rows) else 0.0
+        return LMRun(run, model, result, pd.read_csv(run.dir / "metrics.csv"), skipped, tok_s, mfu_median, source,
+                     peak_memory_gib(device), model.flops_per_token(), record)
