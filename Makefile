@@ -1,6 +1,7 @@
 # AI from Scratch. Two commands on a fresh machine: `make week05` (or any week) and `make test`.
-# Each creates .venv on first use and installs the project (editable) with the pins in
-# requirements/constraints.txt; later calls install nothing.
+# Each creates .venv on first use and installs the project (editable, with the `hf` extra: transformers & co.
+# are imported only by the code that needs them) with the pins in requirements/constraints.txt; later calls
+# install nothing.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 PYTHON ?= python3
@@ -12,21 +13,23 @@ ARGS ?=
 PYTEST_ARGS ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install test lint data clean-runs record-expected
+.PHONY: help install test test-slow lint data models clean-runs record-expected
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make weekNN [PROFILE=smoke|cpu|gpu] [ARGS='train.lr=0.05']   run a week end to end, write its log"
 	@echo "make week02 [NPROC=4]                                          multi-process weeks run under torchrun"
-	@echo "make test | make test-weekNN                                   all tests | one week's tests"
+	@echo "make test | make test-weekNN                                   all tests but the slow ones | one week's tests"
+	@echo "make test-slow                                                 the slow tests (isolation, the real pretrained model)"
 	@echo "make lint                                                      ruff + import rules"
 	@echo "make data                                                      dataset doctor (state, fetch missing)"
+	@echo "make models                                                    model doctor (state, fetch + convert missing)"
 	@echo "make record-expected                                           re-record the debug run's loss curve (after a deliberate change)"
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is required, found " + sys.version)'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -c requirements/constraints.txt -e ".[dev]"
+	$(PY) -m pip install --disable-pip-version-check -q -c requirements/constraints.txt -e ".[dev,hf]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -48,11 +51,14 @@ week02: $(STAMP)
 	$(VENV)/bin/torchrun --standalone --nproc-per-node=$(nproc) -m $(call week_pkg,02) --profile $(PROFILE) $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -m "not network" $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 -m "not network and not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m "slow and not network" $(PYTEST_ARGS)
 
 test-week%: $(STAMP)
 	$(call need_week,$*)
-	$(PY) -m pytest -m "not network" $(call week_pkg,$*)/tests $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not network and not slow" $(call week_pkg,$*)/tests $(PYTEST_ARGS)
 
 record-expected: $(STAMP)
 	AIFS_RECORD_EXPECTED=1 $(PY) -m pytest -q shared/tests/test_expected_loss.py
@@ -64,6 +70,9 @@ lint: $(STAMP)
 
 data: $(STAMP)
 	$(PY) -m shared.data
+
+models: $(STAMP)
+	$(PY) -m shared.models
 
 clean-runs:
 	rm -rf runs/

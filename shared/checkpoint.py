@@ -209,7 +209,10 @@ class FileCheckpointer(Checkpointer):
         self.dir, self.keep_last_k, self.meta, self.is_main = Path(directory), keep_last_k, meta or {}, is_main
         if is_main and self.dir.is_dir():
             for orphan in self.dir.glob(TMP_PREFIX + "*"):  # left by a process killed mid-save
-                shutil.rmtree(orphan) if orphan.is_dir() and not orphan.is_symlink() else orphan.unlink()
+                if orphan.is_dir() and not orphan.is_symlink():
+                    shutil.rmtree(orphan)
+                else:
+                    orphan.unlink()
 
     def path(self, which: str) -> Path | None:
         """The folder ``which`` points at (``last``/``best``, a ``step-N`` name, or a path); None if it is absent."""

@@ -64,11 +64,12 @@ def _explained_errors() -> tuple[type[BaseException], ...]:
     from shared.data.fetch import DatasetError
     from shared.data.tokenizer import TokenizerError
     from shared.dist import DistSetupError
+    from shared.models.registry import ModelError
     from shared.rundir import RunLockedError
     from shared.train.step import NonFiniteLossError
 
     return (ConfigError, DatasetError, CheckpointError, TokenizerError, NonFiniteLossError, DistSetupError,
-            RunLockedError)
+            RunLockedError, ModelError)
 
 
 def run_week(main: Callable[[], int]) -> int:

@@ -18,9 +18,12 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import torch
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PHASES = ("data", "forward", "backward", "optimizer")
 
@@ -83,6 +86,8 @@ class StepTimer:
 
     def frame(self, skip: int = 0) -> pd.DataFrame:
         """One row per step (seconds), without the first ``skip`` warm-up steps."""
+        import pandas as pd  # ~0.5 s: imported by the reports that use it, not by every training process
+
         return pd.DataFrame(self.steps[skip:], columns=[*PHASES, "step"])
 
     def summary(self, skip: int = 1) -> dict[str, float]:
@@ -157,6 +162,8 @@ def top_ops(prof: torch.profiler.profile, n: int = 10) -> pd.DataFrame:
         }
         for e in sorted(events, key=lambda e: getattr(e, attr), reverse=True)[:n]
     ]
+    import pandas as pd
+
     return pd.DataFrame(rows)
 
 

@@ -152,6 +152,39 @@ def mirror_has(relpath: str) -> bool:
     return bool(mirror) and (Path(mirror) / relpath).exists()
 
 
+def run_week_tests_alone(week_pkg: str, tmp_path: Path, timeout_s: float = 280.0):
+    """Copy ``shared/``, ``week_pkg`` and the project files (no other week) into ``tmp_path/repo`` and run that week's
+    tests there (``-m "not slow"``) in a child pytest: a week must pass with every other week deleted, since weeks
+    depend only on ``shared``. Returns the ``subprocess.CompletedProcess``.
+
+    Raises:
+        AssertionError: the child would import the original checkout instead of the copy.
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    from shared.paths import REPO_ROOT
+
+    copy = tmp_path / "repo"
+    keep = {"shared", week_pkg, "conftest.py", "pyproject.toml", "Makefile", "requirements"}
+    copy.mkdir()
+    for item in REPO_ROOT.iterdir():
+        if item.name in keep:
+            dst = copy / item.name
+            if item.is_dir():
+                shutil.copytree(item, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                shutil.copy2(item, dst)
+    assert not any(p.name.startswith("week") and p.name != week_pkg for p in copy.iterdir())
+    env = {**os.environ, "PYTHONPATH": str(copy)}
+    probe = subprocess.run([sys.executable, "-c", f"import shared, {week_pkg}; print(shared.__file__)"],
+                           cwd=copy, env=env, capture_output=True, text=True, check=True)
+    assert probe.stdout.strip().startswith(str(copy)), "the copy must be imported, not the original checkout"
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow",
+                           f"{week_pkg}/tests"], cwd=copy, env=env, capture_output=True, text=True, timeout=timeout_s)
+
+
 def fake_documents(n: int, seed: int = 0) -> list[str]:
     """``n`` short English-like documents (the tokenizer and packing tests' debug corpus)."""
     words = ["the", "cat", "dog", "sat", "ran", "on", "a", "mat", "big", "small", "red", "blue", "and", "then", "it", "was", "happy", "sad", "day", "night", "tom", "lily", "saw", "park", "tree", "ball", "play", "jump", "over", "under"]

@@ -13,9 +13,8 @@ T_START = time.perf_counter()  # "since process start" in the log counts from he
 import sys  # noqa: E402
 
 from shared.cli import command_line, parse_week_args, run_week  # noqa: E402
-from shared.report import WeeklyLog, log_dir  # noqa: E402
 from shared.repro import environment  # noqa: E402
-from week04_transformer import bench, checks, config, report, train  # noqa: E402
+from week04_transformer import checks, config, train  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     backends = checks.backend_losses(lm.model.float(), data.val, cfg.loop.micro_batch)
     tests = checks.run_component_tests()
     timings["checks (component tests, backends)"] = time.perf_counter() - t
+    from shared.report import WeeklyLog, log_dir
+    from week04_transformer import bench, report  # pandas and matplotlib: imported after training, where used
+
     t = time.perf_counter()
     bench_result = bench.bench(config.load(profile, overrides), data)
     timings["throughput benchmark"] = time.perf_counter() - t

@@ -21,10 +21,9 @@ from shared.cli import command_line, resolve_profile, run_week, week_arg_parser 
 from shared.data.corpus import load_corpus  # noqa: E402
 from shared.data.lm import pack_stage, tokenizer_stage  # noqa: E402
 from shared.models.generation import sample_text  # noqa: E402
-from shared.report import WeeklyLog, log_dir  # noqa: E402
 from shared.repro import environment  # noqa: E402
 from shared.train.perplexity import stream_loss, unigram_loss  # noqa: E402
-from week05_lm_pipeline import config, experiments, report, stages  # noqa: E402
+from week05_lm_pipeline import config, stages  # noqa: E402
 from week05_lm_pipeline.eval import evaluate_checkpoint  # noqa: E402
 
 STAGES = ("tokenizer", "pack", "train", "eval", "bench", "ablation", "ladder", "all")
@@ -56,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     timings["pack"] = packed.seconds
     sha = tok_out.tokenizer.sha256
     stages.set_vocab(cfg, tok_out)  # the vocabulary every model of the week is built with
+    if stage in ("bench", "ablation", "ladder", "all"):
+        from week05_lm_pipeline import experiments  # pandas: imported where used, not before the first step
     if stage == "pack":
         return _show(stage, asdict(packed))
     if stage == "bench":
@@ -97,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     ladder, tuning = experiments.ladder(cfg, profile, packed, sha)
     timings["modernisation ladder"] = time.perf_counter() - t
+
+    from shared.report import WeeklyLog, log_dir
+    from week05_lm_pipeline import report  # matplotlib and pandas: only for the log
 
     log = WeeklyLog("week05", "Week 05 — the pre-training pipeline: tokenize → pack → train → perplexity → checkpoint",
                     log_dir("week05", profile))

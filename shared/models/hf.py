@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from shared.models.gpt import GPT, GPTConfig
+from shared.nn.layers import default_mlp_width
 
 EXPORT_FILE = "aifs_export.json"  # written beside the weights by save_hf
 CHAR_TOKENIZER_FILE = "char_tokenizer.json"  # a CharTokenizer's file in an export ("tokenizer.json" means HF's)
@@ -61,15 +62,9 @@ def hf_class_name(cfg: GPTConfig) -> str:
                      f"{nearest}). The exportable variants are {_variants_text()}.")
 
 
-def _default_width(mlp: str, n_embd: int) -> int:
-    """The MLP width ``d_ff=0`` means (as :func:`shared.nn.layers.build_mlp`): 4C for gelu, 8C/3 rounded up to a
-    multiple of 64 for swiglu."""
-    return 4 * n_embd if mlp == "gelu" else 64 * -(-(8 * n_embd // 3) // 64)
-
-
 def _mlp_width(cfg: GPTConfig) -> int:
     """The MLP's actual hidden width."""
-    return cfg.d_ff or _default_width(cfg.mlp, cfg.n_embd)
+    return cfg.d_ff or default_mlp_width(cfg.mlp, cfg.n_embd)
 
 
 # ---- state-dict maps: ours (nn.Linear, (out, in)) <-> Hugging Face ----
@@ -273,7 +268,7 @@ def from_hf(hf_model: nn.Module, *, bias: bool | None = None, dropout: float | N
         convert = _from_gpt2_state
     else:
         raise ValueError(f"cannot import a {name} as a GPT: the importable classes are {_variants_text()}")
-    if cfg.d_ff == _default_width(cfg.mlp, cfg.n_embd):
+    if cfg.d_ff == default_mlp_width(cfg.mlp, cfg.n_embd):
         cfg.d_ff = 0  # the default width: keep the config as to_hf's source had it
     ref = hf_model.get_input_embeddings().weight
     gpt = GPT(cfg).to(dtype=ref.dtype)

@@ -14,6 +14,13 @@ NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
 
 
+def default_mlp_width(kind: str, dim: int) -> int:
+    """The hidden width of an MLP of width ``dim`` when none is set: ``4 dim`` for ``gelu`` (GPT-2); for ``swiglu``
+    ``8 dim / 3`` rounded up to a multiple of 64, which keeps the parameter count of the 4x GELU MLP with three
+    matrices instead of two (the LLaMA convention)."""
+    return 4 * dim if kind == "gelu" else 64 * -(-(8 * dim // 3) // 64)
+
+
 class LayerNorm(nn.Module):
     """``(x - mean) / sqrt(var + eps) * weight + bias`` over the last dimension (Ba et al. 2016,
     https://arxiv.org/abs/1607.06450). ``var`` is the biased (1/C) variance, as in ``nn.LayerNorm``.
@@ -60,7 +67,7 @@ class MLP(nn.Module):
 
     def __init__(self, dim: int, hidden: int | None = None, bias: bool = True, dropout: float = 0.0) -> None:
         super().__init__()
-        hidden = hidden or 4 * dim
+        hidden = hidden or default_mlp_width("gelu", dim)
         self.c_fc = nn.Linear(dim, hidden, bias=bias)
         self.c_proj = nn.Linear(hidden, dim, bias=bias)
         self.dropout = nn.Dropout(dropout)
@@ -78,7 +85,7 @@ class SwiGLU(nn.Module):
 
     def __init__(self, dim: int, hidden: int | None = None, bias: bool = True, dropout: float = 0.0) -> None:
         super().__init__()
-        hidden = hidden or 64 * -(-(8 * dim // 3) // 64)
+        hidden = hidden or default_mlp_width("swiglu", dim)
         self.c_gate = nn.Linear(dim, hidden, bias=bias)
         self.c_fc = nn.Linear(dim, hidden, bias=bias)
         self.c_proj = nn.Linear(hidden, dim, bias=bias)

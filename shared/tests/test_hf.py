@@ -289,3 +289,41 @@ def test_hf_tokenizer_is_saved_with_save_pretrained(tmp_path):
 def test_importing_the_module_does_not_import_transformers():
     code = "import sys, shared.models.hf; assert 'transformers' not in sys.modules, 'imported transformers'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_hugging_face_model_trains_with_the_one_loop_behind_the_causal_lm_adapter(tmp_path):
+    """The adapter makes a transformers model a CausalLM: same logits as the GPT it came from, and the step loop
+    trains it (with checkpoints and an exact resume) like any other model."""
+    from shared.checkpoint import FileCheckpointer
+    from shared.models.causal_lm import CausalLM, HFCausalLM
+    from shared.tasks.lm import LMTask
+    from shared.testing import debug_token_stream
+    from shared.train.config import LoopConfig, OptimConfig, ScheduleConfig
+    from shared.train.loop import fit
+    from shared.train.optim import build_optimizer
+
+    cfg = replace(CASES["llama"], vocab_size=8, block_size=8, norm_eps=1e-5)
+    gpt = random_gpt(cfg)
+    lm = HFCausalLM(to_hf(gpt))
+    assert isinstance(lm, CausalLM)
+    x = ids_batch(cfg)
+    torch.testing.assert_close(lm(x), gpt(x), atol=ATOL, rtol=0)
+    data = debug_token_stream()
+
+    def train(folder, stop_at=0):
+        torch.manual_seed(0)
+        model = HFCausalLM(to_hf(random_gpt(cfg))).train()
+        loop = LoopConfig(max_steps=12, micro_batch=8, eval_every=6, log_every=1, print_every=0, device="cpu",
+                          progress=False, stop_at=stop_at)
+        task = LMTask(data[:3600], data[3600:], cfg.block_size, 0, 2, 8)
+        result = fit(model, task, build_optimizer(model, OptimConfig(lr=3e-3)), ScheduleConfig(warmup_steps=2),
+                     loop, checkpointer=FileCheckpointer(tmp_path / folder))
+        return model, result
+
+    model, full = train("full")
+    assert full.evals[-1]["val_loss"] < full.evals[0]["val_loss"] - 0.1
+    train("cut", stop_at=5)
+    resumed_model, resumed = train("cut")
+    assert resumed.resumed_from == 5
+    assert [e["val_loss"] for e in resumed.evals] == [e["val_loss"] for e in full.evals]
+    assert_state_dicts_equal(model.state_dict(), resumed_model.state_dict())

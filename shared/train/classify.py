@@ -97,7 +97,8 @@ def fit_classifier(
     trainer = Trainer(
         model, optimizer, train_loader, val_loader, train_cfg, run.dir, logger, scheduler,
         loss_fn=functools.partial(F.cross_entropy, label_smoothing=train_cfg.label_smoothing),
-        meta={"run_id": run.run_id, "config": to_dict(run.cfg)}, train_transform=train_transform, parallel=parallel,
+        meta={"run_id": run.run_id, "git_commit": run.env.get("git_commit"), "config": to_dict(run.cfg)},
+        train_transform=train_transform, parallel=parallel,
     )
     try:
         result = trainer.fit()

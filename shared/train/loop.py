@@ -5,7 +5,8 @@ resuming; the task (:class:`shared.tasks.base.Task`) knows its batches, its loss
 (:class:`shared.parallel.Parallel`) knows wrapping, gradient sync and ranks; the checkpointer
 (:class:`shared.checkpoint.Checkpointer`) knows files. Exact resume holds because every source of randomness is
 either a pure function of the step (the batches) or restored from the checkpoint (weights, optimizer, GradScaler,
-RNG), and Ctrl-C stops at a step boundary (the current step finishes, is saved, then the run stops).
+RNG), and Ctrl-C stops at a step boundary (the current step finishes, is saved, then the run stops; a second
+Ctrl-C stops at once, and saves nothing from inside a step, where the state may be half-updated).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class _Loop:
         self.p: dict[str, Any] = {"step": 0, "evals": [], "train_time_s": 0.0, "wall_s_before": 0.0, "best": None,
                                   "tokens": 0}
         self.stats: dict[str, torch.Tensor] = {}
-        self.rng_at_step = rng_state()
+        self.in_step = False  # True while weights and optimizer state may be half-updated
         self.first_step_s: float | None = None
         self.fwd = self.eval_fwd = model  # replaced in fit()
 
@@ -105,9 +106,9 @@ class _Loop:
         """Seconds since ``t_start``, plus the earlier processes' share when resumed."""
         return self.p["wall_s_before"] + time.perf_counter() - self.t_start
 
-    def save(self, best: bool = False, rng: dict[str, Any] | None = None) -> None:
+    def save(self, best: bool = False) -> None:
         if self.checkpointer is not None:
-            state = {"rng": rng or rng_state(), "scaler": self.scaler.state_dict()}
+            state = {"rng": rng_state(), "scaler": self.scaler.state_dict()}
             self.checkpointer.save(self.p["step"], self.model, self.optimizer, state=state, best=best,
                                    progress={**self.p, "wall_s_before": self.wall()})
         self.logger.flush()
@@ -208,8 +209,9 @@ class _Loop:
                         self.save()
                         break
                     t0 = time.perf_counter()
-                    self.rng_at_step = rng_state()
+                    self.in_step = True
                     loss, metrics, tokens = self.step()
+                    self.in_step = False
                     if self.first_step_s is None:
                         self.first_step_s = time.perf_counter() - self.t_start
                     since_log, tokens_since = since_log + 1, tokens_since + tokens
@@ -233,8 +235,12 @@ class _Loop:
                         self.save()
                         raise KeyboardInterrupt
         except KeyboardInterrupt:
-            if not interrupt["stop"]:  # a hard interrupt inside a step: save the state from before that step
-                self.save(rng=self.rng_at_step)
+            if self.in_step:  # a hard interrupt (a second Ctrl-C) inside a step: the state may be half-updated
+                console(f"interrupted inside step {p['step']}: not saved; the same command resumes from "
+                        f"{self.path('last')}")
+                raise
+            if not interrupt["stop"]:  # between steps: the state is consistent
+                self.save()
             console(f"interrupted: saved step {p['step']} to {self.path('last')}; run the same command again to resume")
             raise
         finally:

@@ -17,9 +17,10 @@ import torch
 
 from shared.checkpoint import FileCheckpointer
 from shared.device import resolve_device
+from shared.dist import init_distributed
 from shared.flops import mfu_peak
 from shared.models.gpt import GPT, GPTConfig
-from shared.parallel import Parallel
+from shared.parallel import Parallel, build_parallel
 from shared.profiling import peak_memory_gib, reset_peak_memory
 from shared.repro import seed_everything
 from shared.rundir import Run, finish_run, start_run
@@ -73,6 +74,8 @@ def pretrain(week: str, name: str, profile: str, run_cfg: Any, setup: LMSetup, t
             :func:`shared.train.config.run_identity` applied to the loop.
         tokenizer_sha256: recorded in every checkpoint; resuming with another tokenizer is refused.
         on_eval, t_start: see :func:`shared.train.loop.fit`.
+        parallel: the strategy (default: ``loop.parallel`` over :func:`shared.dist.init_distributed`, so a run under
+            torchrun is DDP and a plain process is one process).
         result_metrics: the registry metrics of a finished run (default: the last eval's).
         on_start: called with the open run before training (e.g. to save the tokenizer into its folder).
         checkpoint_meta: more JSON-able facts for every checkpoint's ``meta.json`` (e.g. the tokenizer's path).
@@ -81,10 +84,9 @@ def pretrain(week: str, name: str, profile: str, run_cfg: Any, setup: LMSetup, t
         RunLockedError: the same run is running in another process.
         NonFiniteLossError, CheckpointError: see :func:`shared.train.loop.fit`.
     """
-    import pandas as pd
-
     loop = setup.loop
-    device = resolve_device(loop.device)
+    parallel = parallel or build_parallel(loop.parallel, init_distributed(device=loop.device))
+    device = parallel.info.device if parallel.world_size > 1 else resolve_device(loop.device)  # a rank's own GPU
     with start_run(week, name, profile, run_cfg) as run:
         skipped = run.finished
         if on_start is not None:
@@ -97,7 +99,6 @@ def pretrain(week: str, name: str, profile: str, run_cfg: Any, setup: LMSetup, t
         task = LMTask(train, val, setup.model.block_size, loop.seed, setup.task.eval_iters, loop.micro_batch)
         peak, source = mfu_peak(device, loop.precision)
         logger = FileLogger(run.dir, run.run_id, loop.seed, tensorboard=tensorboard)
-        parallel = parallel or Parallel()
         meta = {"run_id": run.run_id, "git_commit": run.env.get("git_commit"), "tokenizer_sha256": tokenizer_sha256,
                 "world_size": parallel.world_size, **(checkpoint_meta or {})}
         checkpointer = FileCheckpointer(run.dir / "checkpoints", loop.keep_last_k, meta, is_main=parallel.is_main)
@@ -109,15 +110,17 @@ def pretrain(week: str, name: str, profile: str, run_cfg: Any, setup: LMSetup, t
         logger.close()
         record = None
         if result.finished and parallel.is_main:  # registered once: a reused run returns its recorded result
-            metrics = {} if skipped else result_metrics(model, result) if result_metrics else {
+            results = {} if skipped else result_metrics(model, result) if result_metrics else {
                 k: v for k, v in result.evals[-1].items() if k not in ("step", "tokens", "train_time_s", "wall_s")}
-            record = finish_run(run, loop.seed, metrics, result.train_time_s)
+            record = finish_run(run, loop.seed, results, result.train_time_s)
         final = result.evals[-1]
         console(f"{'reused' if skipped else 'trained'} {name} to step {result.step} in {time.perf_counter() - t0:.1f} s: "
                 + ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k.endswith("loss")))
-        rows = pd.read_csv(run.dir / "metrics.csv")
-        rows = rows[rows.phase == "train"]
+        import pandas as pd  # ~0.5 s: after training, not before its first step
+
+        metrics = pd.read_csv(run.dir / "metrics.csv")
+        rows = metrics[metrics.phase == "train"]
         mfu_median = float(rows.mfu.median()) if "mfu" in rows and len(rows) else None
         tok_s = float(rows.tokens_per_sec.median()) if len(rows) else 0.0
-        return LMRun(run, model, result, pd.read_csv(run.dir / "metrics.csv"), skipped, tok_s, mfu_median, source,
-                     peak_memory_gib(device), model.flops_per_token(), record)
+        return LMRun(run, model, result, metrics, skipped, tok_s, mfu_median, source, peak_memory_gib(device),
+                     model.flops_per_token(), record)

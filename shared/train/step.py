@@ -9,6 +9,7 @@ locally, so only the last micro-batch pays for communication
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -85,7 +86,7 @@ def train_step(
     total = torch.zeros((), device=device)
     sums: dict[str, torch.Tensor] = {}
     for i, batch in enumerate(micro_batches):
-        with parallel.no_sync(model) if i < k - 1 else _nothing():
+        with parallel.no_sync(model) if i < k - 1 else contextlib.nullcontext():
             with timer.phase("forward"), autocast(device, precision):
                 out = loss_fn(model, batch)
                 loss, metrics = out if isinstance(out, tuple) else (out, {})
@@ -114,13 +115,3 @@ def train_step(
         else:
             optimizer.step()
     return mean_loss, {name: v / k for name, v in sums.items()}
-
-
-class _nothing:
-    """A reusable no-op context (cheaper than building a ``nullcontext`` per micro-batch)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

@@ -1,0 +1,12 @@
+"""`make test-week04` must pass with every other week deleted (weeks depend only on shared/)."""
+
+import pytest
+
+from shared.testing import run_week_tests_alone
+
+
+@pytest.mark.slow
+def test_the_week_s_tests_pass_with_every_other_week_deleted(tmp_path):
+    proc = run_week_tests_alone("week04_transformer", tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout
