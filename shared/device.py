@@ -1,4 +1,4 @@
-"""Which device a run uses, and waiting for it: ``auto`` means the GPU when there is one."""
+"""Which device a run uses, waiting for it, and copying batches to it: ``auto`` means the GPU when there is one."""
 
 from __future__ import annotations
 
@@ -23,3 +23,11 @@ def synchronize(device: torch.device) -> None:
     """Wait until ``device`` has finished its queued work (a no-op on the CPU), before reading a clock."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``t`` (on the CPU) on ``device``: through pinned memory and a non-blocking copy on a GPU, so the copy
+    overlaps the queued kernels; as a plain ``.to`` elsewhere."""
+    if torch.device(device).type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from shared.device import synchronize
+
 # Dense (no 2:4 sparsity) tensor-core peaks from the vendor datasheets, FLOP/s.
 # https://www.nvidia.com/en-us/data-center/h100/ , /h200/ , /a100/
 PEAK_FLOPS = {
@@ -63,15 +65,14 @@ def measured_matmul_flops(device: torch.device | str = "cpu", dtype: torch.dtype
     empirical ceiling for MFU where no datasheet peak applies (a CPU)."""
     device = torch.device(device)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     a @ b  # warm-up
-    sync()
+    synchronize(device)
     best = 0.0
     for _ in range(trials):
         reps, t0 = 0, time.perf_counter()
         while (elapsed := time.perf_counter() - t0) < trial_s or reps < 2:
             a @ b
-            sync()
+            synchronize(device)
             reps += 1
         best = max(best, 2.0 * n**3 * reps / elapsed)
     return best

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from shared.device import synchronize
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -50,14 +52,10 @@ class StepTimer:
         self._current: dict[str, float] | None = None
         self._t0 = 0.0
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def start_step(self) -> None:
         if not self.enabled:
             return
-        self._sync()
+        synchronize(self.device)
         self._current = dict.fromkeys(PHASES, 0.0)
         self._t0 = time.perf_counter()
 
@@ -69,17 +67,17 @@ class StepTimer:
             return
         if name not in PHASES:
             raise ValueError(f"unknown phase '{name}'; use one of {PHASES}")
-        self._sync()
+        synchronize(self.device)
         t = time.perf_counter()
         with torch.profiler.record_function(f"## {name}"):
             yield
-        self._sync()
+        synchronize(self.device)
         self._current[name] += time.perf_counter() - t
 
     def end_step(self) -> None:
         if not self.enabled or self._current is None:
             return
-        self._sync()
+        synchronize(self.device)
         self._current["step"] = time.perf_counter() - self._t0
         self.steps.append(self._current)
         self._current = None

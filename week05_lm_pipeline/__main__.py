@@ -19,7 +19,7 @@ from functools import partial  # noqa: E402
 
 from shared.cli import command_line, resolve_profile, run_week, week_arg_parser  # noqa: E402
 from shared.data.corpus import load_corpus  # noqa: E402
-from shared.data.lm import pack_stage, tokenizer_stage  # noqa: E402
+from shared.data.lm import open_streams, pack_stage, tokenizer_stage  # noqa: E402
 from shared.models.generation import sample_text  # noqa: E402
 from shared.repro import environment  # noqa: E402
 from shared.train.perplexity import stream_loss, unigram_loss  # noqa: E402
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if stage == "eval":
         return _show(stage, {"checkpoint": best, **evaluate(batch_size=cfg.eval.batch_size)})
     ev = [evaluate(batch_size=b) for b in (cfg.eval.batch_size, cfg.eval.batch_size, 1)]  # reproducible? batch-free?
-    train_stream, val_stream = stages.streams(packed, sha)
+    train_stream, val_stream = open_streams(packed, sha)
     n_eval = cfg.eval.max_tokens or len(val_stream)
     unigram = unigram_loss(train_stream, val_stream[:n_eval], cfg.model.vocab_size)
     final_model = trained.model

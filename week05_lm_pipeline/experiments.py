@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from shared.atomic import atomic_write_text
+from shared.data.lm import open_streams
 from shared.device import resolve_device
 from shared.flops import mfu_peak
 from shared.models.gpt import GPT
@@ -27,7 +28,7 @@ from shared.train.pretrain import LMSetup, pretrain
 from shared.train.step import NonFiniteLossError
 from shared.train.throughput import time_train_steps
 from week05_lm_pipeline.config import Week05Config, train_run_config
-from week05_lm_pipeline.stages import WEEK, streams
+from week05_lm_pipeline.stages import WEEK
 
 Changes = dict[str, dict[str, Any]]  # {"model"|"optim"|"schedule"|"loop": {field: value}}
 
@@ -73,7 +74,7 @@ def run_short(cfg: Week05Config, profile: str, packed, tok_sha: str, group: str,
     setup = short_setup(cfg, changes or {}, seed)
     run_name = f"{group}-{name.replace(' ', '_').replace(',', '')}-s{seed}"
     run_cfg = train_run_config(cfg.data, setup)
-    train, val = streams(packed, tok_sha)
+    train, val = open_streams(packed, tok_sha)
     diverged, final, t0 = None, None, time.perf_counter()
 
     def final_loss(model: GPT, _) -> dict[str, float]:
@@ -151,7 +152,7 @@ def bench_grid(cfg: Week05Config, profile: str, packed, tok_sha: str) -> tuple[p
     compiled or not, on a GPU with ``loop.compile``); writes ``runs/week05/<profile>/bench.csv``."""
     loop = cfg.loop
     device = resolve_device(loop.device)
-    train, _ = streams(packed, tok_sha)
+    train, _ = open_streams(packed, tok_sha)
     peak, source = mfu_peak(device, loop.precision)
     compiles = [False, True] if loop.compile and device.type == "cuda" else [False]
     rows = []

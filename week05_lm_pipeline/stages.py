@@ -10,10 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
-
-from shared.data.lm import PackStage, TokenizerStage, padded_vocab_size
-from shared.data.pack import open_token_file
+from shared.data.lm import PackStage, TokenizerStage, open_streams, padded_vocab_size
 from shared.train.pretrain import LMRun, pretrain
 from week05_lm_pipeline.config import Week05Config, train_run_config
 
@@ -26,17 +23,11 @@ def set_vocab(cfg: Week05Config, tokenizer: TokenizerStage) -> None:
     cfg.model = replace(cfg.model, vocab_size=padded_vocab_size(tokenizer.tokenizer.vocab_size, cfg.data.pad_vocab_to))
 
 
-def streams(packed: PackStage, tokenizer_sha256: str) -> tuple[np.memmap, np.memmap]:
-    """The packed train and val streams, verified against their metadata and the tokenizer."""
-    return (open_token_file(packed.dir / "train.bin", tokenizer_sha256)[0],
-            open_token_file(packed.dir / "val.bin", tokenizer_sha256)[0])
-
-
 def train_stage(cfg: Week05Config, profile: str, tokenizer: TokenizerStage, packed: PackStage, t_start: float) -> LMRun:
     """Train the GPT on the packed stream (or resume / reuse the run of the same config). Checkpoints record the
     tokenizer (path and hash) and the val file, so the eval CLI needs only the checkpoint."""
     tok = tokenizer.tokenizer
-    train, val = streams(packed, tok.sha256)
+    train, val = open_streams(packed, tok.sha256)
     setup = cfg.setup()
     return pretrain(WEEK, "gpt", profile, train_run_config(cfg.data, setup), setup, train, val,
                     tokenizer_sha256=tok.sha256, t_start=t_start,

@@ -150,6 +150,16 @@ def pack_stage(cfg: LMDataConfig, corpus: Corpus, tok: BPETokenizer, namespace: 
     return PackStage(out_dir, skipped, time.perf_counter() - t0, stats)
 
 
+def open_streams(packed: PackStage, tokenizer_sha256: str) -> tuple[np.memmap, np.memmap]:
+    """The packed train and val streams of ``packed``, each checked against its metadata and the tokenizer.
+
+    Raises:
+        TokenFileError: a file is missing, truncated, or was packed with another tokenizer.
+    """
+    return (open_token_file(packed.dir / "train.bin", tokenizer_sha256)[0],
+            open_token_file(packed.dir / "val.bin", tokenizer_sha256)[0])
+
+
 def prepare_lm_data(cfg: LMDataConfig, namespace: str, block_size: int, roundtrip_docs: int = 1000) -> LMData:
     """Corpus -> tokenizer -> packed streams for ``namespace`` (each stage reused when its output verifies).
 
@@ -163,7 +173,6 @@ def prepare_lm_data(cfg: LMDataConfig, namespace: str, block_size: int, roundtri
     corpus_s = time.perf_counter() - t0
     tok = tokenizer_stage(cfg, corpus, namespace, roundtrip_docs)
     packed = pack_stage(cfg, corpus, tok.tokenizer, namespace, block_size)
-    train, _ = open_token_file(packed.dir / "train.bin", tok.tokenizer.sha256)
-    val, _ = open_token_file(packed.dir / "val.bin", tok.tokenizer.sha256)
+    train, val = open_streams(packed, tok.tokenizer.sha256)
     return LMData(corpus, tok, packed, train, val, padded_vocab_size(tok.tokenizer.vocab_size, cfg.pad_vocab_to),
                   corpus_s)

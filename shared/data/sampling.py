@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
 
+from shared.device import to_device
+
 
 class ResumableBatchSampler(Sampler[list[int]]):
     """Yields lists of indices (one list per batch) for one rank's shard of an epoch.
@@ -134,7 +136,4 @@ def random_batch(data: torch.Tensor | np.ndarray, batch_size: int, block_size: i
     offsets = offsets[rank * batch_size:(rank + 1) * batch_size]
     idx = offsets[:, None] + torch.arange(block_size + 1)[None, :]  # (B, T+1)
     chunk = torch.from_numpy(data[idx.numpy()].astype(np.int64)) if isinstance(data, np.ndarray) else data[idx]
-    x, y = chunk[:, :-1], chunk[:, 1:]
-    if torch.device(device).type == "cuda":
-        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    return x.to(device), y.to(device)
+    return to_device(chunk[:, :-1], device), to_device(chunk[:, 1:], device)

@@ -3,7 +3,8 @@
 Three implementations satisfy it: :class:`shared.data.text.CharTokenizer` (week 4), the sentencepiece BPE trained
 on the corpus (:class:`shared.data.bpe.BPETokenizer`, week 5) and any Hugging Face tokenizer
 (:class:`shared.data.hf_tokenizer.HFTokenizer`, e.g. SmolLM2's). The ``sha256`` identifies the tokenizer's content:
-a checkpoint records it and a model is never evaluated or resumed with another one (:func:`check_same_tokenizer`).
+a checkpoint records it and a model is never evaluated or resumed with another one (``shared.checkpoint``,
+``shared.models.loading``), nor trained on a stream packed by another one (``shared.data.pack``).
 """
 
 from __future__ import annotations
@@ -58,17 +59,6 @@ def plain_chat_template(messages: list[dict[str, str]], add_generation_prompt: b
     if add_generation_prompt:
         parts.append("Assistant:")
     return "\n\n".join(parts)
-
-
-def check_same_tokenizer(expected_sha256: str | None, tok: Tokenizer, source: str) -> None:
-    """Refuse to use ``tok`` with something (a checkpoint, a packed file) made by another tokenizer.
-
-    Raises:
-        TokenizerError: the hashes differ; the message names ``source`` and both hashes.
-    """
-    if expected_sha256 and expected_sha256 != tok.sha256:
-        raise TokenizerError(f"{source} was made with tokenizer {expected_sha256[:12]}, but the tokenizer given is "
-                             f"{tok.sha256[:12]}: use the tokenizer recorded with it (its meta.json names it)")
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:

@@ -25,6 +25,7 @@ from torch import nn
 
 from shared.amp import autocast, grad_scaler
 from shared.checkpoint import Checkpointer, unwrap
+from shared.device import to_device
 from shared.flops import mfu
 from shared.parallel import Parallel
 from shared.repro import rng_state, set_rng_state
@@ -161,7 +162,7 @@ class _Loop:
         k = cfg.grad_accum_steps
         micro = [self.task.batch(step * k + i, par.rank, par.world_size, cfg.micro_batch) for i in range(k)]
         tokens = sum(self.task.num_tokens(b) for b in micro) * par.world_size
-        micro = [_to_device(b, self.device) for b in micro]
+        micro = [{name: to_device(t, self.device) for name, t in b.items()} for b in micro]
         try:
             loss, metrics = train_step(self.fwd, self.optimizer, micro, self.task.loss, precision=cfg.precision,
                                        scaler=self.scaler, parallel=par, grad_clip=cfg.grad_clip, stats=self.stats)
@@ -250,12 +251,6 @@ class _Loop:
         return FitResult(p["step"], p["step"] >= cfg.max_steps, p["evals"], p["train_time_s"], p["tokens"],
                          resumed_from, p["best"], self.first_step_s,
                          {"last": self.path("last"), "best": self.path("best")})
-
-
-def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    if device.type == "cuda":
-        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
-    return {k: v.to(device) for k, v in batch.items()}
 
 
 def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer, schedule: ScheduleConfig, cfg: LoopConfig, *,
