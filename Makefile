@@ -13,18 +13,22 @@ ARGS ?=
 PYTEST_ARGS ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install test test-slow lint data models clean-runs record-expected
+.PHONY: help install test test-slow lint data models clean-runs record-expected logs logs-status gpu-refs-prepare gpu-refs
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make weekNN [PROFILE=smoke|cpu|gpu] [ARGS='train.lr=0.05']   run a week end to end, write its log"
 	@echo "make week02 [NPROC=4]                                          multi-process weeks run under torchrun"
 	@echo "make test | make test-weekNN                                   all tests but the slow ones | one week's tests"
-	@echo "make test-slow                                                 the slow tests (isolation, the real pretrained model)"
+	@echo "make test-slow                                                 the slow tests (whole weeks, isolation, the real pretrained model)"
 	@echo "make lint                                                      ruff + import rules"
 	@echo "make data                                                      dataset doctor (state, fetch missing)"
 	@echo "make models                                                    model doctor (state, fetch + convert missing)"
 	@echo "make record-expected                                           re-record the debug run's loss curve (after a deliberate change)"
+	@echo "make logs                                                      regenerate every CPU weekly log, weeks in order (PROFILE=cpu)"
+	@echo "make logs-status                                               which committed logs are older than their code (exit 1: a stale CPU log)"
+	@echo "make gpu-refs-prepare                                          data parts + wheels for a lent GPU; prints the device calls"
+	@echo "make gpu-refs                                                  on that GPU: every week's GPU profile -> reference logs (tools/gpu_refs.py)"
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is required, found " + sys.version)'
@@ -76,3 +80,29 @@ models: $(STAMP)
 
 clean-runs:
 	rm -rf runs/
+
+# Every week package in this checkout: 01 02 ... (from week01_scaffold/, week02_ddp/, ...).
+WEEKS := $(sort $(foreach d,$(wildcard week[0-9][0-9]_*/),$(patsubst week%,%,$(firstword $(subst _, ,$(d))))))
+
+# The CPU weekly logs, regenerated in week order (week02 through torchrun, as `make week02` does). Each week writes
+# its log even when a check fails; the weeks that failed are named at the end. Commit the logs, then
+# `python tools/logs_status.py --write-readme` refreshes the README's table.
+logs: $(STAMP)
+	@failed=""; for w in $(WEEKS); do \
+	  echo "== make week$$w PROFILE=cpu"; \
+	  $(MAKE) --no-print-directory week$$w PROFILE=cpu ARGS= || failed="$$failed week$$w"; \
+	done; \
+	$(PY) tools/logs_status.py || true; \
+	if [ -n "$$failed" ]; then echo "weeks with a failed check or error:$$failed"; exit 1; fi
+
+# Committed logs vs the code they depend on (rule: tools/logs_status.py); exit 1 when a CPU log is stale or missing.
+logs-status:
+	$(PYTHON) tools/logs_status.py
+
+# GPU reference logs (tools/gpu_refs.py). Here: data parts (.devdataN/) and wheels (.whl/), and the device calls to
+# make. On the lent GPU (its python3, no venv, no internet): joins, verifies, runs weeks 1-5, logs to $OUT.
+gpu-refs-prepare: $(STAMP)
+	$(PY) tools/gpu_refs.py prepare
+
+gpu-refs:
+	$(PYTHON) tools/gpu_refs.py run

@@ -9,7 +9,8 @@ the step loop, the pre-training recipe, the classifier Trainer), ``parallel`` (n
 ``checkpoint``, ``tracking`` (metric loggers, the step line), ``report`` (weekly logs), ``results`` (run registry),
 ``rundir``, ``cli``, ``paths``, ``atomic``, ``device``, ``dist`` (torchrun set-up, failure reporting), ``amp``
 (autocast, GradScaler), ``profiling`` (step timers, peak memory, torch.profiler), ``analysis`` (confusion matrix,
-error grids), ``flops`` (FLOPs per token, peak FLOP/s, MFU).
+error grids), ``flops`` (FLOPs per token, peak FLOP/s, MFU), ``stats`` (a winner over seeds only outside the
+seed spread).
 
 Submodules are imported on use, so ``import shared`` stays cheap. ``__all__`` is frozen by a
 test: adding or removing a module is a deliberate API change.
@@ -37,6 +38,7 @@ __all__ = [
     "report",
     "results",
     "rundir",
+    "stats",
     "tasks",
     "testing",
     "tracking",

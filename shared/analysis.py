@@ -1,8 +1,11 @@
-"""Error analysis for classifiers: predictions, the confusion matrix, confusion pairs, and their plots."""
+"""Error analysis for classifiers: predictions, the confusion matrix, confusion pairs, the fit signal of a pair,
+and their plots."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -29,8 +32,9 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int)
     return torch.bincount(idx, minlength=num_classes**2).view(num_classes, num_classes)
 
 
-def confusion_pairs(cm: torch.Tensor, classes: Sequence[str], top: int = 10) -> pd.DataFrame:
-    """The most frequent off-diagonal (true, predicted) pairs with counts and their share of all errors."""
+def confusion_pairs(cm: torch.Tensor, classes: Sequence[str], top: int | None = 10) -> pd.DataFrame:
+    """The most frequent off-diagonal (true, predicted) pairs with counts and their share of all errors
+    (``top=None``: every pair with at least one error)."""
     k = cm.shape[0]
     errors = int(cm.sum() - cm.trace())
     rows = [
@@ -39,7 +43,69 @@ def confusion_pairs(cm: torch.Tensor, classes: Sequence[str], top: int = 10) -> 
         for i in range(k) for j in range(k) if i != j and cm[i, j] > 0
     ]
     df = pd.DataFrame(rows, columns=["true", "predicted", "count", "share of errors", "true-class error rate"])
-    return df.sort_values("count", ascending=False, kind="stable").head(top).reset_index(drop=True)
+    df = df.sort_values("count", ascending=False, kind="stable")
+    return (df if top is None else df.head(top)).reset_index(drop=True)
+
+
+def rate_gap_z(p1: float, n1: float, p2: float, n2: float) -> float:
+    """Pooled two-proportion z statistic of the rates ``p1 - p2`` measured on ``n1`` and ``n2`` items
+    (``n1 = inf``: ``p1`` is taken as exact). 0 when it is undefined (both rates 0 or both 1, an empty side)."""
+    if n1 <= 0 or n2 <= 0:
+        return 0.0
+    exact = math.isinf(n1)
+    pooled = p1 if exact else (p1 * n1 + p2 * n2) / (n1 + n2)
+    se = math.sqrt(pooled * (1 - pooled) * ((0.0 if exact else 1 / n1) + 1 / n2))
+    return (p1 - p2) / se if se > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class PairSignal:
+    """What one (true, predicted) confusion says about fitting, from the same pair on training images.
+
+    ``kind``: ``"overfitting"`` when the test rate is above the training rate by ``z >= z_min`` (the model
+    separates these images where it trained, not elsewhere); ``"underfitting"`` when it is not, and at least
+    ``min_train`` training images are confused the same way (the model has not fitted them, or the classes
+    overlap); ``""`` (no signal) when neither holds: too few errors on either side to tell.
+    """
+
+    kind: str
+    test_rate: float  # share of the true class's test images predicted as the other class
+    train_rate: float  # the same on (un-augmented) training images
+    train_errors: int
+    z: float  # two-proportion z of test_rate - train_rate
+
+    def text(self) -> str:
+        """The table cell: the signal and the numbers it was read from."""
+        rates = f"{self.train_rate:.1%} on training images vs {self.test_rate:.1%} on test, z = {self.z:.1f}"
+        if self.kind == "overfitting":
+            return f"overfitting: separated on training images but not on test ({rates})"
+        if self.kind == "underfitting":
+            return f"underfitting: confused on training images too ({self.train_errors} images; {rates})"
+        return f"no signal: too few errors to tell ({rates})"
+
+
+def pair_signal(test_rate: float, test_total: float, train_errors: int, train_total: int,
+                z_min: float = 2.0, min_train: int = 5) -> PairSignal:
+    """The fit signal of one confusion pair (see :class:`PairSignal`); ``test_total = inf`` takes ``test_rate``
+    as exact."""
+    train_rate = train_errors / max(train_total, 1)
+    z = rate_gap_z(test_rate, test_total, train_rate, train_total)
+    kind = "overfitting" if z >= z_min else "underfitting" if train_errors >= min_train else ""
+    return PairSignal(kind, test_rate, train_rate, train_errors, z)
+
+
+def confusion_fit_signals(cm_test: torch.Tensor, cm_train: torch.Tensor, classes: Sequence[str],
+                          z_min: float = 2.0, min_train: int = 5) -> pd.DataFrame:
+    """Every test confusion pair (:func:`confusion_pairs`) with its training-image rate and :func:`pair_signal`:
+    extra columns ``train rate``, ``z``, ``signal`` (overfitting / underfitting / "") and ``fit signal`` (text)."""
+    pairs = confusion_pairs(cm_test, classes, top=None)
+    sig = []
+    for p in pairs.itertuples(index=False):
+        i, j = classes.index(p.true), classes.index(p.predicted)
+        sig.append(pair_signal(int(cm_test[i, j]) / int(cm_test[i].sum()), int(cm_test[i].sum()), int(cm_train[i, j]),
+                               int(cm_train[i].sum()), z_min, min_train))
+    return pairs.assign(**{"train rate": [s.train_rate for s in sig], "z": [s.z for s in sig],
+                           "signal": [s.kind for s in sig], "fit signal": [s.text() for s in sig]})
 
 
 def plot_confusion(cm: torch.Tensor, classes: Sequence[str], title: str = "Confusion matrix"):

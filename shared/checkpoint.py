@@ -144,7 +144,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     meta_file = path / META
     if not meta_file.is_file():
-        raise CheckpointError(f"checkpoint not found: {path} (no {META})")
+        inside = next((c for c in (path / "checkpoints" / "best", path / "best") if (c / META).is_file()), None)
+        hint = f"; a run folder is not a checkpoint: did you mean {inside}?" if inside else ""
+        raise CheckpointError(f"checkpoint not found: {path} (no {META}){hint}")
     try:
         meta = json.loads(meta_file.read_text())
     except (OSError, ValueError) as e:

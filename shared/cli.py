@@ -72,15 +72,25 @@ def _explained_errors() -> tuple[type[BaseException], ...]:
             RunLockedError, ModelError)
 
 
+INTERRUPTED = 130  # the shell's status for a process stopped by SIGINT (128 + 2)
+
+
 def run_week(main: Callable[[], int]) -> int:
-    """Run a week's ``main()`` for the command line: the project's own errors (a bad config key, missing or corrupt
-    data, a checkpoint from another model, a diverged run, a bad launch) print their message, which says what to
-    fix, without a traceback, and exit with 2. Set ``AIFS_TRACEBACK=1`` to see where one was raised; any other
-    exception is a bug and keeps its traceback."""
+    """Run a week's ``main()`` for the command line: the project's own errors (a bad config key or value, missing
+    or corrupt data, a checkpoint from another model, a diverged run, a bad launch) print their message, which says
+    what to fix, without a traceback, and exit with 2. Ctrl-C prints one line and exits with 130 (a training run
+    has already said which step it saved; see :func:`shared.train.loop.fit`). Set ``AIFS_TRACEBACK=1`` to see where
+    either was raised; any other exception is a bug and keeps its traceback."""
+    show = os.environ.get(TRACEBACK_ENV, "") not in ("", "0")
     try:
         return main()
+    except KeyboardInterrupt:
+        if show:
+            raise
+        print(f"interrupted (Ctrl-C): stopped with exit status {INTERRUPTED}", file=sys.stderr)
+        return INTERRUPTED
     except Exception as e:
-        if os.environ.get(TRACEBACK_ENV, "") not in ("", "0") or not isinstance(e, _explained_errors()):
+        if show or not isinstance(e, _explained_errors()):
             raise
         print(f"error: {e}\n({TRACEBACK_ENV}=1 shows where it was raised)", file=sys.stderr)
         return 2

@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import torch
 
+from shared.config import ConfigError
+
+
+class DeviceError(ConfigError, RuntimeError):
+    """A device name that torch does not know, or a CUDA device on a machine without one."""
+
 
 def resolve_device(name: str) -> torch.device:
     """``"auto"`` -> ``cuda`` when available, else ``cpu``; anything else as given.
 
     Raises:
-        RuntimeError: a CUDA device was asked for but CUDA is not available.
+        DeviceError: an unknown device name, or a CUDA device asked for where CUDA is not available (a
+            ``RuntimeError`` and a project error the command line explains).
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"device={name!r} is not a device name. Fix: use auto, cpu, cuda or cuda:N (the "
+                          "loop.device / train.device key, or --device)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name} but CUDA is not available; use device=cpu or auto")
+        raise DeviceError(f"device={name} but CUDA is not available on this machine. Fix: use device=cpu or auto "
+                          "(the loop.device / train.device key, or --device)")
     return device
 
 

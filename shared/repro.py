@@ -89,6 +89,11 @@ def _driver_version() -> str | None:
         return None
 
 
+def _env_flag(var: str) -> bool | None:
+    """``1`` -> True, ``0`` -> False, unset or anything else -> None (unknown)."""
+    return {"1": True, "0": False}.get(os.environ.get(var, ""))
+
+
 def environment() -> dict[str, Any]:
     """Describe the machine and software a run used (written as ``env.json``).
 
@@ -114,9 +119,10 @@ def environment() -> dict[str, Any]:
         "gpus": gpus,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        # A copy without .git (e.g. a tree shipped to a GPU box) can name its commit via AIFS_GIT_COMMIT.
+        # A copy without .git (e.g. a tree shipped to a GPU box) can name its commit via AIFS_GIT_COMMIT, and
+        # whether the copy differs from it via AIFS_GIT_DIRTY=1/0 (tools/gpu_refs.py checks the files).
         "git_commit": commit or os.environ.get("AIFS_GIT_COMMIT"),
-        "git_dirty": bool(status) if status is not None else None,
+        "git_dirty": bool(status) if status is not None else (None if commit else _env_flag("AIFS_GIT_DIRTY")),
         "hostname": platform.node(),
     }
 

@@ -2,7 +2,7 @@
 CIFAR-10 in the real pickle layout, and a launcher that runs a function on N local ranks the way ``torchrun`` would.
 
 The fake dataset goes through exactly the same code as the real one (registry spec with
-checksums, verified fetch, gzip'd IDX parsed by torchvision), only smaller and learnable in a
+checksums, verified fetch, gzip'd IDX read by shared.data.mnist), only smaller and learnable in a
 few steps: each class lights a different 4x4 patch on top of uniform noise.
 """
 
@@ -72,7 +72,13 @@ def _rank_entry(rank: int, fn: Callable[..., None], world_size: int, port: int, 
     fn(rank, *args)
 
 
-def spawn_ranks(fn: Callable[..., None], world_size: int, args: tuple = (), timeout_s: float = 120.0) -> list[int]:
+# Spawned ranks start a fresh interpreter each (torch import, rendezvous): seconds on an idle machine, but a loaded,
+# shared one has been seen to take minutes. The default limit only catches a hang; slowness alone is no failure.
+SPAWN_TIMEOUT_S = 600.0
+
+
+def spawn_ranks(fn: Callable[..., None], world_size: int, args: tuple = (),
+                timeout_s: float = SPAWN_TIMEOUT_S) -> list[int]:
     """Run ``fn(rank, *args)`` in ``world_size`` fresh processes with a ``torchrun``-like environment.
 
     ``fn`` must be importable (module level). Returns the exit codes in rank order (0 = success).
@@ -152,10 +158,16 @@ def mirror_has(relpath: str) -> bool:
     return bool(mirror) and (Path(mirror) / relpath).exists()
 
 
-def run_week_tests_alone(week_pkg: str, tmp_path: Path, timeout_s: float = 280.0):
+# A week's fast tests take ~30-60 s on 2 idle cores; the child gets far more, because a shared, loaded machine has
+# been seen to run them several times slower. The limit only catches a hang: slowness alone must not fail a test.
+ISOLATION_TIMEOUT_S = 1200.0
+
+
+def run_week_tests_alone(week_pkg: str, tmp_path: Path, timeout_s: float = ISOLATION_TIMEOUT_S):
     """Copy ``shared/``, ``week_pkg`` and the project files (no other week) into ``tmp_path/repo`` and run that week's
     tests there (``-m "not slow"``) in a child pytest: a week must pass with every other week deleted, since weeks
-    depend only on ``shared``. Returns the ``subprocess.CompletedProcess``.
+    depend only on ``shared``. Returns the ``subprocess.CompletedProcess``. Callers mark their test
+    ``@pytest.mark.timeout(ISOLATION_TIMEOUT_S + ...)`` so that pytest's own limit (pyproject) does not cut it first.
 
     Raises:
         AssertionError: the child would import the original checkout instead of the copy.

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.cli import config_files
-from shared.config import load_config
+from shared.config import at_least, load_config
 from shared.data.mnist import MNISTConfig
 from shared.models import ModelConfig
 from shared.train.config import TrainConfig
@@ -20,7 +20,8 @@ class ExperimentConfig:
 
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # the baseline is rerun with each
     lr_grid: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.01, 0.001])  # LR ablation points
-    ablation_epochs: int = 1  # epochs per LR ablation run (short on purpose)
+    lr_seeds: list[int] = field(default_factory=lambda: [0, 1])  # each point runs once per seed (>= 2: the spread)
+    ablation_epochs: int = at_least(1, 1)  # epochs per LR ablation run (short on purpose)
     min_val_acc: float = 0.91  # softmax regression must reach this val accuracy
     max_seed_std: float = 0.005  # seeds are "consistent" if val-acc std is below this
 

@@ -37,13 +37,14 @@ def run_seeds(cfg: Week01Config, profile: str, splits: MNISTSplits) -> list[Clas
     return runs
 
 
-def run_lr_ablation(cfg: Week01Config, profile: str, splits: MNISTSplits) -> dict[float, ClassifierRun]:
-    """The baseline (first seed) with each learning rate of the grid, for ``ablation_epochs``."""
-    runs = {}
+def run_lr_ablation(cfg: Week01Config, profile: str, splits: MNISTSplits) -> dict[float, list[ClassifierRun]]:
+    """Each learning rate of the grid with each seed of ``lr_seeds``, for ``ablation_epochs`` (lr -> runs)."""
+    runs: dict[float, list[ClassifierRun]] = {}
     for lr in cfg.experiment.lr_grid:
-        c = copy.deepcopy(cfg)
-        c.train.lr, c.train.epochs, c.train.seed = lr, cfg.experiment.ablation_epochs, cfg.experiment.seeds[0]
-        runs[lr] = run_one(c, f"lr-{lr:g}", profile, splits)
+        for seed in cfg.experiment.lr_seeds:
+            c = copy.deepcopy(cfg)
+            c.train.lr, c.train.epochs, c.train.seed = lr, cfg.experiment.ablation_epochs, seed
+            runs.setdefault(lr, []).append(run_one(c, f"lr-{lr:g}-seed{seed}", profile, splits))
     return runs
 
 

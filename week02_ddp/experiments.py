@@ -149,6 +149,7 @@ class BenchResult:
     peak_memory_gib: float
     losses: list[float] = field(default_factory=list)
     skipped_steps: int = 0  # fp16 steps the GradScaler skipped (inf/NaN gradients)
+    round_samples_per_sec: list[float] = field(default_factory=list)  # one per measurement round, in round order
 
     @property
     def global_batch(self) -> int:
@@ -156,18 +157,26 @@ class BenchResult:
 
     @property
     def samples_per_sec(self) -> float:
-        """Global batch / median step time: robust to the odd stalled step on a shared machine."""
+        """Mean over rounds of (global batch / the round's median step time): the median is robust to the odd
+        stalled step on a shared machine, the mean over rounds is what :func:`shared.stats.compare` ranks."""
+        if self.round_samples_per_sec:
+            return float(np.mean(self.round_samples_per_sec))
         return self.global_batch / float(np.median(self.step_times))
 
     @property
+    def round_spread(self) -> float:
+        """(max - min) / mean of the per-round samples/s: the round-to-round noise (0 with one round)."""
+        r = self.round_samples_per_sec
+        return float((max(r) - min(r)) / np.mean(r)) if r else 0.0
+
+    @property
     def step_cv(self) -> float:
-        """Coefficient of variation of the step time (std / mean): the measurement's noise."""
+        """Coefficient of variation of the step time (std / mean): the step-to-step noise inside the rounds."""
         return float(np.std(self.step_times) / np.mean(self.step_times))
 
     @property
-    def stable(self) -> bool:
-        finite = all(torch.isfinite(torch.tensor(self.losses)).tolist())
-        return finite and self.losses[-1] < self.losses[0] and self.skipped_steps <= 0.1 * len(self.losses)
+    def finite(self) -> bool:
+        return bool(torch.isfinite(torch.tensor(self.losses)).all())
 
 
 class _Batches:
@@ -229,21 +238,24 @@ def bench(ctx: Context, point: BenchPoint) -> BenchResult:
         timer.end_step()
         losses.append(all_reduce_mean(loss).item())
         skipped += int(scaler.is_enabled() and scaler.get_scale() < scale)
-    res = BenchResult(point, ctx.info.world_size, timer.summary(skip=ex.bench_warmup),
-                      timer.frame(skip=ex.bench_warmup).step.tolist(), peak_memory_gib(device), losses, skipped)
+    steps = timer.frame(skip=ex.bench_warmup).step.tolist()
+    res = BenchResult(point, ctx.info.world_size, timer.summary(skip=ex.bench_warmup), steps, peak_memory_gib(device),
+                      losses, skipped)
+    res.round_samples_per_sec = [res.global_batch / float(np.median(steps))]
     console(f"bench {point.label}: {res.samples_per_sec:,.0f} samples/s, step {res.timing['step'] * 1e3:.1f} ms, "
             f"peak {res.peak_memory_gib:.3f} GiB, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
     return res
 
 
 def merge_rounds(rounds: list[BenchResult]) -> BenchResult:
-    """One result from repeated measurements of the same point: all step times, mean phase times,
-    max peak memory; losses and skipped steps of the first round (every round trains the same way)."""
+    """One result from repeated measurements of the same point: every round's samples/s (their spread is the
+    noise the recommendation must beat), all step times, mean phase times, max peak memory; losses and skipped
+    steps of the first round (every round trains the same way)."""
     first = rounds[0]
     timing = {k: float(np.mean([r.timing[k] for r in rounds])) for k in first.timing}
     steps = [t for r in rounds for t in r.step_times]
     return BenchResult(first.point, first.world_size, timing, steps, max(r.peak_memory_gib for r in rounds),
-                       first.losses, first.skipped_steps)
+                       first.losses, first.skipped_steps, [s for r in rounds for s in r.round_samples_per_sec])
 
 
 def run_benchmarks(ctx: Context) -> tuple[dict[str, BenchResult], dict[str, BenchResult]]:

@@ -46,7 +46,7 @@ def run_seed(cfg: Week03Config, profile: str, splits: CIFARSplits, seed: int) ->
     val = val[val.phase == "val"].reset_index(drop=True)
     hit = val[val.acc >= sp.target_acc]
     return {
-        "seed": seed, "epochs": int(val.epoch.max()), "final_test_acc": float(val.acc.iloc[-1]),
+        "seed": seed, "epochs": int(val.epoch.max()), "train_images": n_train, "final_test_acc": float(val.acc.iloc[-1]),
         "best_test_acc": float(val.acc.max()),
         "epochs_to_target": int(hit.epoch.iloc[0]) if len(hit) else None,
         "time_to_target_s": float(hit.train_time_s.iloc[0]) if len(hit) else None,

@@ -22,7 +22,14 @@ class ExperimentConfig:
     target_acc: float = 0.6  # "epochs to X" in the optimizer ablation: first epoch with val acc >= this
     curve_steps: int = 200  # the init ablation overlays the first N training steps
     train_eval_size: int = 5000  # training images (no augmentation) evaluated for the train/val gap
-    error_grid: int = 32  # misclassified test images shown (>= 30)
+    error_grid: int = 32  # misclassified test images shown
+    seeds: list[int] = field(default_factory=lambda: [0, 1])  # every ablation variant runs once per seed (>= 2)
+    first_loss_tol: float = 0.75  # baseline check: |first-step loss - ln(classes)| <= this (nats)
+    min_loss_drop: float = 0.1  # baseline check: last-window mean loss <= (1 - this) x first-window mean
+    min_val_acc: float = 0.2  # baseline check: final val accuracy >= this (twice chance for 10 classes)
+    min_categorised: int = 30  # error check: test errors in confusion pairs that carry a fit signal
+    signal_z: float = 2.0  # a pair overfits when its test rate exceeds its train rate by z >= this
+    signal_min_train: int = 5  # ... and underfits (z below that) when >= this many training images share it
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch.utils.data import TensorDataset
@@ -30,6 +30,7 @@ class Variant:
     group: str
     name: str
     source: str  # config file, relative to the repository
+    seed: int  # train.seed of this run (each variant runs once per experiment.seeds)
     cfg: Week03Config
     run: ClassifierRun
     train_eval: dict[str, float]  # loss/acc on un-augmented training images
@@ -48,7 +49,7 @@ def train_subset(splits: CIFARSplits, n: int) -> TensorDataset:
 
 class Runner:
     """Trains configurations once each: identical configs (same hash) share a run directory, so the
-    baseline is trained once even though it is a variant of several ablations."""
+    baseline is trained once even though it is a variant (seed ``train.seed``) of several ablations."""
 
     def __init__(self, profile: str, overrides: list[str], splits: CIFARSplits) -> None:
         self.profile, self.overrides, self.splits = profile, overrides, splits
@@ -71,36 +72,57 @@ class Runner:
         return (cfg, *self.fit(cfg))
 
     def ablation(self, group: str) -> list[Variant]:
+        """Every variant file of ``group`` once per ``experiment.seeds`` (file order, then seed order)."""
         out = []
         for path in config.ablation_files(group):
             cfg = config.load(self.profile, self.overrides, variant=path)
-            run, train_eval = self.fit(cfg)
-            out.append(Variant(group, path.stem, str(path.relative_to(REPO_ROOT)), cfg, run, train_eval))
+            for seed in cfg.experiment.seeds:
+                seeded = replace(cfg, train=replace(cfg.train, seed=seed))
+                run, train_eval = self.fit(seeded)
+                out.append(Variant(group, path.stem, str(path.relative_to(REPO_ROOT)), seed, seeded, run, train_eval))
         return out
 
 
 @dataclass
 class EvalModeCheck:
-    """BatchNorm behaviour of a trained model on one validation batch."""
+    """BatchNorm behaviour of a trained model on ``n_images`` validation images, and what the project's
+    ``evaluate`` (the loop's val pass) does with it."""
 
-    max_train_eval_diff: float  # max |train-mode logits - eval-mode logits|
+    n_images: int
+    max_train_eval_diff: float  # max |batch-statistics logits - eval-mode logits| (dropout off in both)
     eval_repeat_equal: bool  # two eval-mode passes give identical logits
-    running_stats_unchanged: bool  # eval-mode passes leave running_mean untouched
+    running_stats_unchanged: bool  # evaluate() leaves every BatchNorm's running mean/var/count untouched
+    mode_restored: bool  # evaluate() hands the model back in the mode it got it (train)
+    evaluate_loss: float  # shared.train.trainer.evaluate's loss on the images
+    eval_mode_loss: float  # cross-entropy of the eval-mode (running statistics) logits
+    train_mode_loss: float  # cross-entropy of the batch-statistics logits
+
+
+def _bn_state(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [b.clone() for n, b in model.named_buffers() if n.rsplit(".", 1)[-1] in
+            ("running_mean", "running_var", "num_batches_tracked")]
 
 
 @torch.no_grad()
-def check_eval_mode(run: ClassifierRun, splits: CIFARSplits) -> EvalModeCheck:
-    """Train-mode (batch statistics) vs eval-mode (running statistics) outputs of a copy of the model."""
+def check_eval_mode(run: ClassifierRun, splits: CIFARSplits, n: int = 256) -> EvalModeCheck:
+    """Train-mode (batch statistics) vs eval-mode (running statistics) outputs of a copy of the model, and
+    whether the project's ``evaluate`` computes the eval-mode numbers and leaves the running statistics alone."""
     model = copy.deepcopy(run.model)
-    x = splits.val.tensors[0][:256].to(run.device)
-    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
-    running = bn.running_mean.clone()
+    x, y = (t[:n].to(run.device) for t in splits.val.tensors)
+    model.train()
+    before = _bn_state(model)
+    ev = evaluate(model, batch_loader(TensorDataset(x, y), len(y), shuffle=False), run.device)
+    unchanged = all(torch.equal(a, b) for a, b in zip(before, _bn_state(model), strict=True)) and len(before) > 0
+    restored = model.training
     model.eval()
     a, b = model(x), model(x)
-    unchanged = torch.equal(bn.running_mean, running)
-    model.train()
-    t = model(x)  # batch statistics (this also moves the copy's running stats, which is why it is a copy)
-    return EvalModeCheck((t - a).abs().max().item(), torch.equal(a, b), unchanged)
+    for m in model.modules():  # batch statistics, dropout still off: the difference is BatchNorm's alone
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.train()
+    t = model(x)  # this also moves the copy's running stats, which is why it is a copy
+    ce = torch.nn.functional.cross_entropy
+    return EvalModeCheck(len(y), (t - a).abs().max().item(), torch.equal(a, b), unchanged, restored,
+                         ev["loss"], ce(a, y).item(), ce(t, y).item())
 
 
 @dataclass

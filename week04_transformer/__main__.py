@@ -14,7 +14,7 @@ import sys  # noqa: E402
 
 from shared.cli import command_line, parse_week_args, run_week  # noqa: E402
 from shared.repro import environment  # noqa: E402
-from week04_transformer import checks, config, train  # noqa: E402
+from week04_transformer import components, config, train  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     t_trained = time.perf_counter()
     timings["training (incl. evals and samples)"] = t_trained - t
     t = time.perf_counter()
-    backends = checks.backend_losses(lm.model.float(), data.val, cfg.loop.micro_batch)
-    tests = checks.run_component_tests()
+    backends = components.backend_losses(lm.model.float(), data.val, cfg.loop.micro_batch)
+    tests = components.run_component_tests()
     timings["checks (component tests, backends)"] = time.perf_counter() - t
     from shared.report import WeeklyLog, log_dir
     from week04_transformer import bench, report  # pandas and matplotlib: imported after training, where used

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.cli import config_files
-from shared.config import load_config
+from shared.config import at_least, in_range, load_config
 from shared.models.generation import SampleConfig
 from shared.models.gpt import GPTConfig
 from shared.tasks.lm import LMTaskConfig
@@ -22,7 +22,7 @@ class DataConfig:
     """Which text, and how it is split."""
 
     dataset: str = "tiny_shakespeare"  # a single-file text dataset of the registry
-    val_frac: float = 0.1  # the last 10% of the characters is validation (nanoGPT's split)
+    val_frac: float = in_range(0, 1, 0.1, lo_open=True, hi_open=True)  # the last 10% of the characters is validation (nanoGPT's split)
 
 
 @dataclass
@@ -38,8 +38,8 @@ class CheckConfig:
 class BenchConfig:
     """Throughput benchmark: timed training steps per attention backend."""
 
-    steps: int = 10  # timed steps per backend
-    warmup: int = 3  # untimed steps first (and torch.compile's compilation)
+    steps: int = at_least(1, 10)  # timed steps per backend
+    warmup: int = at_least(0, 3)  # untimed steps first (and torch.compile's compilation)
     backends: list[str] = field(default_factory=lambda: ["manual", "torch"])
 
 

@@ -13,7 +13,8 @@ import pandas as pd  # noqa: E402
 
 from shared.report import WeeklyLog  # noqa: E402
 from shared.train.pretrain import LMRun  # noqa: E402
-from week04_transformer.checks import TestCount  # noqa: E402
+from week04_transformer import checks  # noqa: E402
+from week04_transformer.components import TestCount  # noqa: E402
 from week04_transformer.config import Week04Config  # noqa: E402
 
 
@@ -52,7 +53,6 @@ def build_log(log: WeeklyLog, cfg: Week04Config, r: dict[str, Any]) -> None:
     tests: TestCount = r["tests"]
     evals, c, o, sc, t = lm.fit.evals, lm.model.cfg, cfg.optim, cfg.schedule, cfg.loop
     first, last = evals[0], evals[-1]
-    ln_v = math.log(c.vocab_size)
     log.section("Data", r["data_text"])
     log.section("Model", (
         f"GPT with {c.n_layer} layers, {c.n_head} heads, width {c.n_embd} (head size {c.n_embd // c.n_head}), context "
@@ -99,24 +99,12 @@ def build_log(log: WeeklyLog, cfg: Week04Config, r: dict[str, Any]) -> None:
     log.section("Timings", "")
     log.table(pd.DataFrame([{"stage": k, "seconds": round(v, 1)} for k, v in r["timings"].items()]), "timings")
 
-    log.check("component tests pass", tests.failures == tests.errors == 0 and tests.passed > 0,
-              f"{tests.passed}/{tests.tests} passed, {tests.skipped} skipped ({tests.seconds:.1f} s)",
-              "every test of attention, layers, positions, MHA, GPT and the char data passes")
-    log.check("untrained loss is about ln(vocab)", abs(first["val_loss"] - ln_v) < 0.3,
-              f"step 0 val loss {first['val_loss']:.3f}, ln({c.vocab_size}) = {ln_v:.3f}", "|difference| < 0.3")
-    down = last["val_loss"] < first["val_loss"] and last["train_loss"] < first["train_loss"]
-    log.check("loss trends down", down,
-              f"val {first['val_loss']:.3f} → {last['val_loss']:.3f}, train {first['train_loss']:.3f} → "
-              f"{last['train_loss']:.3f}", "final train and val loss below the step-0 values")
-    sv = [e["val_loss"] for e in samples]
-    log.check("samples improve", len(sv) == 3 and all(a > b for a, b in zip(sv, sv[1:], strict=False)),
-              "val loss at the sample points: " + " → ".join(f"{v:.3f}" for v in sv),
-              "3 samples (start, middle, end), val loss strictly falling")
-    log.check("manual and SDPA attention give the same loss", b["abs_diff"] <= cfg.check.backend_atol,
-              f"|Δloss| = {b['abs_diff']:.2e}", f"≤ {cfg.check.backend_atol:g} on the same batch, fp32")
-    log.check("val loss target", last["val_loss"] <= cfg.check.target_val_loss,
-              f"final val loss {last['val_loss']:.4f}", f"≤ {cfg.check.target_val_loss} nats/char")
-    total = r["end_to_end_s"]
-    summed = " (training time summed over the processes of a resumed run)" if lm.fit.resumed_from else ""
-    log.check("time budget", total <= cfg.check.time_budget_s, f"{total:.0f} s from process start to the log{summed}",
-              f"≤ {cfg.check.time_budget_s:.0f} s")
+    log.add(
+        checks.component_tests(tests),
+        checks.untrained_loss(first["val_loss"], c.vocab_size),
+        checks.loss_trends_down(first, last),
+        checks.samples_improve([e["val_loss"] for e in samples]),
+        checks.backends_agree(b["abs_diff"], cfg.check.backend_atol),
+        checks.val_loss_target(last["val_loss"], cfg.check.target_val_loss),
+        checks.time_budget(r["end_to_end_s"], cfg.check.time_budget_s, bool(lm.fit.resumed_from)),
+    )

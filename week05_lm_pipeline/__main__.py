@@ -20,13 +20,14 @@ from functools import partial  # noqa: E402
 from shared.cli import command_line, resolve_profile, run_week, week_arg_parser  # noqa: E402
 from shared.data.corpus import load_corpus  # noqa: E402
 from shared.data.lm import open_streams, pack_stage, tokenizer_stage  # noqa: E402
+from shared.flops import mfu_peak  # noqa: E402
 from shared.models.generation import sample_text  # noqa: E402
 from shared.repro import environment  # noqa: E402
 from shared.train.perplexity import stream_loss, unigram_loss  # noqa: E402
 from week05_lm_pipeline import config, stages  # noqa: E402
 from week05_lm_pipeline.eval import evaluate_checkpoint  # noqa: E402
 
-STAGES = ("tokenizer", "pack", "train", "eval", "bench", "ablation", "ladder", "all")
+STAGES = ("tokenizer", "pack", "train", "eval", "bench", "ablation", "ladder", "tokenizers", "all")
 
 
 def _show(stage: str, summary: dict) -> int:
@@ -55,17 +56,19 @@ def main(argv: list[str] | None = None) -> int:
     timings["pack"] = packed.seconds
     sha = tok_out.tokenizer.sha256
     stages.set_vocab(cfg, tok_out)  # the vocabulary every model of the week is built with
-    if stage in ("bench", "ablation", "ladder", "all"):
+    if stage in ("bench", "ablation", "ladder", "tokenizers", "all"):
         from week05_lm_pipeline import experiments  # pandas: imported where used, not before the first step
     if stage == "pack":
         return _show(stage, asdict(packed))
     if stage == "bench":
         return _show(stage, {"grid": experiments.bench_grid(cfg, profile, packed, sha)[0].to_dict("records")})
     if stage == "ablation":
-        return _show(stage, {"runs": [asdict(r) for r in experiments.stabilisation_ablation(cfg, profile, packed, sha)]})
+        return _show(stage, asdict(experiments.stabilisation_ablation(cfg, profile, packed, sha)))
     if stage == "ladder":
-        runs, tuning = experiments.ladder(cfg, profile, packed, sha)
-        return _show(stage, {"runs": [asdict(r) for r in runs + tuning]})
+        return _show(stage, asdict(experiments.ladder(cfg, profile, packed, sha)))
+    if stage == "tokenizers":
+        cmp = experiments.compare_tokenizers(cfg, profile, corpus)
+        return _show(stage, {"bench": cmp.bench.to_dict("records"), "bits_per_byte": cmp.bits_per_byte})
     t = time.perf_counter()
     trained = stages.train_stage(cfg, profile, tok_out, packed, t0)
     t_trained = time.perf_counter()
@@ -89,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                             max_tokens=cfg.eval.max_tokens)
     timings["eval"] = time.perf_counter() - t
     sample = sample_text(final_model, tok_out.tokenizer, cfg.sample)
+    pipeline_s = trained.fit.evals[-1]["wall_s"] + time.perf_counter() - t_trained  # corpus -> ... -> sample
     t = time.perf_counter()
     bench = experiments.bench_grid(cfg, profile, packed, sha)
     timings["throughput grid"] = time.perf_counter() - t
@@ -96,8 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     ablation = experiments.stabilisation_ablation(cfg, profile, packed, sha)
     timings["stabilisation ablation"] = time.perf_counter() - t
     t = time.perf_counter()
-    ladder, tuning = experiments.ladder(cfg, profile, packed, sha)
+    ladder = experiments.ladder(cfg, profile, packed, sha)
     timings["modernisation ladder"] = time.perf_counter() - t
+    t = time.perf_counter()
+    tokenizers = experiments.compare_tokenizers(cfg, profile, corpus)
+    timings["tokenizer comparison"] = time.perf_counter() - t
+    t = time.perf_counter()
+    pack_readback, pack_padding = stages.read_back_packing(packed, tok_out.tokenizer, corpus)
+    timings["packing read-back"] = time.perf_counter() - t
 
     from shared.report import WeeklyLog, log_dir
     from week05_lm_pipeline import report  # matplotlib and pandas: only for the log
@@ -110,9 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     report.build_log(log, cfg, {
         "corpus": corpus, "tokenizer": tok_out, "packed": packed, "trained": trained, "evals": ev,
         "final_eval": final_eval, "unigram": unigram, "sample": sample, "timings": timings, "bench": bench,
-        "ablation": ablation, "ladder": ladder, "tuning": tuning,
-        # a resumed run's training time is summed over its processes (in the evals), plus this process's rest
-        "end_to_end_s": trained.fit.evals[-1]["wall_s"] + time.perf_counter() - t_trained,
+        "ablation": ablation, "ladder": ladder, "tokenizers": tokenizers, "pack_readback": pack_readback, "pack_padding": pack_padding,
+        "peak": mfu_peak(next(final_model.parameters()).device, cfg.loop.precision),
+        # the pipeline (corpus -> tokenizer -> pack -> train -> eval -> sample), not the experiments after it; a
+        # resumed run's training time is summed over its processes (in the evals)
+        "pipeline_s": pipeline_s,
     })
     return log.finish(timings["total"])
 

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 
+from shared.checkpoint import CheckpointError
 from shared.cli import run_week
 from shared.data.pack import open_token_file
 from shared.device import resolve_device
@@ -24,21 +25,44 @@ def evaluate_checkpoint(ckpt: str, tokenizer: str | None = None, data: str | Non
     """``{"loss", "perplexity", "tokens"}`` of ``ckpt`` on ``data`` (see the module docstring).
 
     Raises:
-        CheckpointError: the checkpoint is missing, incomplete, or was trained with another tokenizer.
-        TokenFileError: the val file is missing, truncated, or packed with another tokenizer.
+        ValueError: ``batch_size`` < 1 or ``max_tokens`` < 0.
+        CheckpointError: the checkpoint is missing, incomplete, not a GPT, records no val file (and none is given),
+            or was trained with another tokenizer.
+        TokenFileError: the val file is missing, truncated, corrupt, or packed with another tokenizer.
+        TooFewTokensError: the val stream (its first ``max_tokens``) is shorter than one window.
+        DeviceError: an unknown device, or CUDA asked for where there is none.
     """
+    if batch_size < 1 or max_tokens < 0:
+        raise ValueError(f"evaluate_checkpoint needs batch_size >= 1 and max_tokens >= 0, got {batch_size}, {max_tokens}")
     lm = load_lm_for_eval(ckpt, tokenizer, resolve_device(device))
+    if data is None and not lm.checkpoint.meta.get("val_data"):
+        raise CheckpointError(f"{ckpt} records no val file (it was not trained by week 5's pipeline): pass --data "
+                              "with a packed val .bin made with the tokenizer it was trained with")
     stream, _ = open_token_file(data or lm.checkpoint.meta["val_data"], lm.tokenizer.sha256)
     return stream_loss(lm.model, stream, lm.model.cfg.block_size, batch_size, max_tokens=max_tokens)
+
+
+def _at_least(lo: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ({what})") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"{value} is not >= {lo} ({what})")
+        return value
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="week05_lm_pipeline.eval", description=__doc__.splitlines()[0])
     p.add_argument("ckpt", help="a checkpoint folder, e.g. runs/week05/cpu/gpt-<hash>/checkpoints/best")
-    p.add_argument("--tokenizer", help="tokenizer .model (default: the one recorded in the checkpoint)")
+    p.add_argument("--tokenizer", help="tokenizer file, .bpe.json or sentencepiece .model (default: the one recorded in the checkpoint)")
     p.add_argument("--data", help="packed val .bin (default: the one recorded in the checkpoint)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-tokens", type=int, default=0, help="evaluate the first N tokens only (0 = all)")
+    p.add_argument("--batch-size", type=_at_least(1, "windows per forward pass"), default=16,
+                   help="windows per forward pass (>= 1; the result does not depend on it)")
+    p.add_argument("--max-tokens", type=_at_least(0, "0 = every token"), default=0,
+                   help="evaluate the first N tokens only (0 = all)")
     p.add_argument("--device", default="auto")
     a = p.parse_args(argv)
     out = evaluate_checkpoint(a.ckpt, a.tokenizer, a.data, a.batch_size, a.max_tokens, a.device)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
@@ -14,21 +13,21 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from shared.report import WeeklyLog  # noqa: E402
+from shared.stats import compare  # noqa: E402
+from shared.train.perplexity import bits_per_byte  # noqa: E402
+from week05_lm_pipeline import checks  # noqa: E402
 from week05_lm_pipeline.config import Week05Config  # noqa: E402
-from week05_lm_pipeline.experiments import ShortRun  # noqa: E402
+from week05_lm_pipeline.experiments import Ladder, ShortRun, Stabilisation, TokenizerComparison  # noqa: E402
 
 WORD = re.compile(r"[A-Za-z]+")
+TOKENIZERS = {"bpe": "Byte-level BPE written by hand (GPT-2 pre-tokenisation, `shared.data.bpe`)",
+              "sentencepiece": "sentencepiece BPE (byte fallback, no normalisation)"}
 
 
 def known_word_share(text: str, vocabulary: set[str]) -> float:
     """Share of the words of ``text`` that occur in ``vocabulary`` (lower-case letters only)."""
     words = [w.lower() for w in WORD.findall(text)]
     return sum(w in vocabulary for w in words) / len(words) if words else 0.0
-
-
-def bits_per_byte(loss: float, tokens: int, utf8_bytes: int) -> float:
-    """Nats per token -> bits per byte of text: comparable across tokenizers (and with a char model)."""
-    return loss * tokens / (utf8_bytes * math.log(2))
 
 
 def plot_curves(metrics: pd.DataFrame, unigram: float):
@@ -38,6 +37,7 @@ def plot_curves(metrics: pd.DataFrame, unigram: float):
     ax.plot(va.step, va.val_loss, "s-", label="val (estimate)")
     ax.axhline(unigram, color="grey", ls="--", lw=0.8, label="unigram baseline (val)")
     ax.set(xlabel="step", ylabel="loss (nats/token)", title="GPT pre-training")
+    ax.set_ylim(bottom=0)
     ax.legend()
     ax.grid(alpha=0.3)
     return fig
@@ -48,39 +48,53 @@ def _loss(run: ShortRun) -> str:
 
 
 def ablation_table(runs: list[ShortRun]) -> pd.DataFrame:
-    return pd.DataFrame([{"variant": x.name, "settings": x.settings, "val loss": _loss(x),
+    return pd.DataFrame([{"variant": x.name, "seed": x.seed, "settings": x.settings, "val loss": _loss(x),
+                          "held-out train loss": "" if x.select_loss is None else round(x.select_loss, 4),
                           "max train loss": round(x.max_train_loss, 3), "seconds": round(x.train_time_s, 1)} for x in runs])
 
 
-def stabilisers(runs: list[ShortRun]) -> tuple[bool, str]:
-    """Whether warm-up + clipping rescued the too-high lr, and a sentence naming what the ablation shows."""
-    by = {x.name: x for x in runs}
-    safe, bare, base = by["high lr, stabilised"], by["high lr, unprotected"], by["baseline"]
-    bare_loss = float("inf") if bare.final_loss is None else bare.final_loss
-    rescued = safe.final_loss is not None and safe.final_loss < bare_loss
-    parts = [f"At the too-high lr, warm-up + clipping {'helped' if rescued else 'did NOT help'}: val loss "
-             f"{_loss(safe)} with them against {_loss(bare)} without."]
-    for name in ("no warm-up", "no clipping"):
-        x = by[name]
-        if x.final_loss is not None and base.final_loss is not None:
-            parts.append(f"At the normal lr, {name} changes the val loss by {x.final_loss - base.final_loss:+.4f}.")
-    accum = next(x for x in runs if x.name.startswith("accumulation"))
-    if accum.final_loss is not None and base.final_loss is not None:
-        parts.append(f"{accum.name} at the same global batch: {accum.final_loss - base.final_loss:+.4f} "
-                     "(the same optimisation, computed in smaller pieces).")
-    return rescued, " ".join(parts)
+def stabilisation_text(st: Stabilisation) -> str:
+    """What the ablation shows, in sentences generated from its numbers."""
+    base = st.baseline_loss
+    parts = []
+    for x in st.one_at_a_time[1:]:
+        if x.final_loss is not None and base is not None:
+            parts.append(f"At the normal lr, {x.name} changes the val loss by {x.final_loss - base:+.4f} ({x.settings}).")
+    swept = ", ".join(f"{r.lr:g} → {_loss(r)}" for r in st.sweep)
+    if st.high_lr is None:
+        parts.append(f"Raising the lr without warm-up and clipping ({swept}) never broke the run: this sweep shows "
+                     "no protection.")
+        return " ".join(parts)
+    parts.append(f"Raising the lr without warm-up and clipping (seed {st.sweep[0].seed}: {swept}) first breaks it at "
+                 f"lr {st.high_lr:g}: diverged, or a val loss of {st.bar:.4f} or more, i.e. not {st.margin:g} nats/token "
+                 f"below the unigram baseline ({st.unigram_loss:.4f} on the same tokens): it learned nothing beyond "
+                 "token frequencies.")
+    un = ", ".join(f"seed {r.seed}: {_loss(r)}" for r in st.unprotected)
+    pr = ", ".join(f"seed {r.seed}: {_loss(r)}" for r in st.protected)
+    survived = all(not st.broken(r) for r in st.protected)
+    parts.append(f"At lr {st.high_lr:g}, unprotected: {un}; with warm-up and clipping: {pr} — the protected run "
+                 f"{'survives on every seed' if survived else 'does NOT survive on every seed'}.")
+    return " ".join(parts)
+
+
+def rung_losses(runs: list[ShortRun]) -> dict[str, list[float]]:
+    """Rung -> val loss per seed (a diverged seed counts as +inf, so the rung cannot win)."""
+    out: dict[str, list[float]] = {}
+    for x in runs:
+        out.setdefault(x.name, []).append(float("inf") if x.final_loss is None else x.final_loss)
+    return out
 
 
 def ladder_table(runs: list[ShortRun]) -> pd.DataFrame:
     rows, prev, base = [], None, None
-    for name in dict.fromkeys(x.name for x in runs):
-        rr = [x for x in runs if x.name == name]
-        losses = [x.final_loss for x in rr if x.final_loss is not None]
-        mean = float(np.mean(losses)) if len(losses) == len(rr) else float("nan")
+    settings = {x.name: x.settings for x in runs}
+    for name, losses in rung_losses(runs).items():
+        mean = float(np.mean(losses))
         base = mean if base is None else base
-        rows.append({"rung": name, "change": rr[0].settings, "val loss (mean)": round(mean, 4),
-                     "per seed": ", ".join(_loss(x) for x in rr), "vs previous": "" if prev is None else round(mean - prev, 4),
-                     "vs baseline": round(mean - base, 4)})
+        rows.append({"rung": name, "change": settings[name], "val loss (mean)": round(mean, 4),
+                     "seed range": round(max(losses) - min(losses), 4),
+                     "per seed": ", ".join(_loss(x) for x in runs if x.name == name),
+                     "vs previous": "" if prev is None else round(mean - prev, 4), "vs baseline": round(mean - base, 4)})
         prev = mean
     return pd.DataFrame(rows)
 
@@ -92,8 +106,7 @@ def plot_ladder(table: pd.DataFrame, runs: list[ShortRun]):
         ys = [x.final_loss for x in runs if x.name == name and x.final_loss is not None]
         ax.plot([i] * len(ys), ys, "k.", ms=6)
     ax.set_xticks(range(len(table)), table.rung, rotation=20, ha="right")
-    lo, hi = table["val loss (mean)"].min(), table["val loss (mean)"].max()
-    ax.set_ylim(lo - 0.2 * (hi - lo + 0.05), hi + 0.1 * (hi - lo + 0.05))
+    ax.set_ylim(0, 1.05 * max(x.final_loss for x in runs if x.final_loss is not None))  # bars start at 0 nats
     ax.set(ylabel="val loss (nats/token)", title="Modernisation ladder (bars: mean; dots: seeds)")
     ax.grid(alpha=0.3, axis="y")
     return fig
@@ -104,6 +117,7 @@ def plot_bench(bench: pd.DataFrame):
     for (b, compiled), g in bench.groupby(["micro_batch", "compile"]):
         ax.plot(g.seq_len, g.tokens_per_sec, "o-", label=f"micro-batch {b}{' (compiled)' if compiled else ''}")
     ax.set(xlabel="sequence length T", ylabel="tokens/s", title="Training throughput", xscale="log")
+    ax.set_ylim(bottom=0)
     ax.set_xticks(sorted(bench.seq_len.unique()), [str(t) for t in sorted(bench.seq_len.unique())])
     ax.legend()
     ax.grid(alpha=0.3)
@@ -126,12 +140,13 @@ def build_log(log: WeeklyLog, cfg: Week05Config, r: dict[str, Any]) -> None:
     log.section("Corpus and tokenizer", (
         f"`{corpus.name}`: {len(corpus.train):,} training and {len(corpus.val):,} val documents after removing "
         f"{corpus.n_duplicates:,} exact duplicates; the split is by document (seed {cfg.data.split_seed}), so no val "
-        f"document is in training. BPE (sentencepiece, byte fallback, no normalisation) with {tok.vocab_size:,} ids "
+        f"document is in training. {TOKENIZERS.get(cfg.data.tokenizer, cfg.data.tokenizer)} with {tok.vocab_size:,} ids "
         f"(BOS {tok.bos_id}, EOS {tok.eos_id}, PAD {tok.pad_id}), trained on the training documents only: "
         f"{tk.chars_per_token:.2f} characters per token on val."))
     stats = pd.DataFrame([{"split": k, "documents": v.documents, "tokens": v.tokens, "tokens before packing": v.tokens_before,
                            "BOS found": v.bos_count, "UTF-8 bytes": v.utf8_bytes,
-                           f"naive padding at T={c.block_size}": f"{v.naive_padding:.1%}", "packed padding": "0.0%"}
+                           f"naive padding at T={c.block_size}": f"{v.naive_padding:.1%}",
+                           "packed padding (PAD tokens in the .bin)": f"{r['pack_padding'][k]:.1%}"}
                           for k, v in packed.splits.items()])
     log.table(stats, "packing", "Packed streams (concatenate-and-chunk) vs one padded row per document")
     log.config(cfg)
@@ -169,55 +184,77 @@ def build_log(log: WeeklyLog, cfg: Week05Config, r: dict[str, Any]) -> None:
     log.plot(plot_bench(bench), "bench", "tokens/s against sequence length")
     sh = cfg.short
     budget = f"{sh.n_layer} layers x {sh.n_embd} wide, T = {sh.block_size}, {sh.max_steps} steps of {sh.micro_batch} x {sh.block_size} tokens"
-    log.section("Stabilisation ablation", f"Short runs ({budget}, seed {cfg.ladder.seeds[0]}); val loss on the first "
-                                          f"{sh.eval_tokens:,} val tokens, every window.")
-    log.table(ablation_table(r["ablation"]), "ablation", "One setting changed per row")
-    rescued, notes = stabilisers(r["ablation"])
-    log.text(notes)
-    lt = ladder_table(r["ladder"])
-    log.section("Modernisation ladder", f"One change per rung, each rung on seeds {list(cfg.ladder.seeds)} with the same "
-                                        f"budget ({budget}). The last rung's lr is the best of {cfg.optim.lr:g} and "
-                                        f"{', '.join(f'{x:g}' for x in cfg.ladder.tuned_lrs)} on seed {cfg.ladder.seeds[0]}.")
+    st: Stabilisation = r["ablation"]
+    log.section("Stabilisation ablation", f"Short runs ({budget}); val loss on the first {sh.eval_tokens:,} val tokens, "
+                                          f"every window. One setting changed at a time at the normal lr (seed "
+                                          f"{cfg.ablation.seeds[0]}), then the lr raised through "
+                                          f"{[f'{x:g}' for x in cfg.ablation.high_lrs]} without warm-up and clipping "
+                                          "until the run breaks, and at that lr both variants on seeds "
+                                          f"{list(cfg.ablation.seeds)}.")
+    log.table(ablation_table(st.one_at_a_time + st.sweep + st.unprotected[1:] + st.protected), "ablation",
+              "One setting changed per row; the sweep and the breaking lr below the baseline rows")
+    log.text(stabilisation_text(st))
+    lad: Ladder = r["ladder"]
+    lt = ladder_table(lad.runs)
+    ss, ad = lad.sgd_search, lad.adamw_search
+    log.section("Modernisation ladder", (
+        f"One change per rung, each rung on seeds {list(cfg.ladder.seeds)} with the same budget ({budget}), reported "
+        f"on val. The baseline's SGD lr ({ss.best_lr:g}, from {[f'{x:g}' for x in ss.grid]}) and the last rung's "
+        f"AdamW lr ({ad.best_lr:g}, from {[f'{x:g}' for x in ad.grid]}) were searched on seed {cfg.ladder.seeds[0]} "
+        f"and chosen on the last {sh.select_tokens:,} tokens of train.bin, which no short run trains on; a search "
+        "whose best lay at an edge of its grid was extended past it."))
     log.table(lt, "ladder", "Val loss per rung (nats/token)")
     worse = [f"'{row.rung}' ({row['vs previous']:+.4f})" for _, row in lt.iloc[1:].iterrows() if row["vs previous"] > 0]
     if worse:
-        log.text("Rungs that made the loss worse at this budget: " + ", ".join(worse) + ". A change that helps a long "
-                 "run can hurt a short one: a cosine decay to lr/10 over a few hundred steps, for example, spends most "
-                 "of them at a small lr. Each rung keeps the changes below it, so the later rungs carry it too.")
-    log.table(ablation_table(r["tuning"]), "lr_tuning", "lr candidates for the last rung (seed 0)")
-    log.plot(plot_ladder(lt, r["ladder"]), "ladder", "Modernisation ladder")
+        log.text("Rungs whose mean val loss is higher than the rung before at this budget: " + ", ".join(worse) + ". "
+                 "Each rung keeps the changes below it, so the later rungs carry the change too.")
+    log.table(ablation_table(ss.runs + ad.runs), "lr_tuning", "The lr searches (seed 0), chosen on held-out train loss")
+    log.plot(plot_ladder(lt, lad.runs), "ladder", "Modernisation ladder")
+    tc: TokenizerComparison = r["tokenizers"]
+    b = tc.bench.set_index("tokenizer")
+    tok_rows = []
+    for kind, bpbs in tc.bits_per_byte.items():
+        row = b.loc[kind]
+        tok_rows.append({"tokenizer": kind, "vocab": int(row.vocab_size), "train (s)": row.train_s,
+                         "encode (MB/s, first pass)": row.encode_mb_per_s,
+                         "encode (MB/s, cached)": row.encode_warm_mb_per_s, "val bytes per token": row.bytes_per_token,
+                         "val bits per byte (mean)": round(float(np.mean(bpbs)), 4),
+                         "per seed": ", ".join(f"{x:.4f}" for x in bpbs)})
+    bpb_cmp = compare(tc.bits_per_byte, higher_is_better=False)
+    hand, lib = b.loc["bpe"], b.loc["sentencepiece"]
+    log.section("Tokenizers: the hand-written BPE against sentencepiece", (
+        f"Both trained on the training documents with {int(hand.vocab_size):,} / {int(lib.vocab_size):,} ids "
+        f"(`python -m week05_lm_pipeline.bench_tokenizer`). The hand-written BPE trains in {hand.train_s:.1f} s "
+        f"(sentencepiece {lib.train_s:.1f} s) and encodes the val text at {hand.encode_mb_per_s:.2f} MB/s on a first "
+        f"pass ({hand.encode_warm_mb_per_s:.2f} MB/s cached; sentencepiece {lib.encode_mb_per_s:.2f}); it packs "
+        f"{hand.bytes_per_token:.2f} bytes per token against {lib.bytes_per_token:.2f}. The same short-run model "
+        f"({budget}) on each one's packed data, val bits per byte over seeds {list(cfg.ladder.seeds)}: "
+        + bpb_cmp.describe(fmt=lambda x: f"{x:.4f}", unit=" bits/byte") + "."))
+    log.table(pd.DataFrame(tok_rows), "tokenizers", "Bits per byte do not depend on the vocabulary, so they compare "
+              "the two tokenizers' models directly")
     log.section("Timings", "")
     log.table(pd.DataFrame([{"stage": k, "seconds": round(v, 1)} for k, v in r["timings"].items()]), "timings")
 
-    edge = "and every edge case (whitespace, CRLF, unicode, control characters)" if tk.edge_cases_ok else "; an EDGE CASE FAILED"
-    log.check("tokenizer round trip", tk.roundtrip_ok == tk.roundtrip_n and tk.edge_cases_ok,
-              f"{tk.roundtrip_ok}/{tk.roundtrip_n} val documents {edge}", "decode(encode(x)) == x for all")
-    lost = {k: v.tokens_before - v.tokens for k, v in packed.splits.items()}
-    framed = all(v.bos_count == v.documents for v in packed.splits.values())
-    log.check("packing loses no token", all(d == 0 for d in lost.values()) and framed,
-              ", ".join(f"{k}: {v.tokens_before:,} before, {v.tokens:,} after, {v.bos_count:,} BOS for {v.documents:,} "
-                        f"documents" for k, v in packed.splits.items()), "equal counts; one BOS per document")
-    rel = abs(ev[2]["loss"] - ev[0]["loss"]) / ev[0]["loss"]
-    log.check("perplexity is reproducible", ev[0]["loss"] == ev[1]["loss"] and rel <= 1e-4,
-              f"two calls: {ev[0]['loss']:.6f} and {ev[1]['loss']:.6f}; batch {cfg.eval.batch_size} vs 1: relative "
-              f"difference {rel:.1e}", "identical twice; ≤ 1e-4 relative across batch sizes")
-    log.check("throughput and memory recorded", trained.tokens_per_sec > 0 and trained.peak_mem_gib > 0,
-              f"{trained.tokens_per_sec:,.0f} tokens/s, peak {trained.peak_mem_gib:.2f} GiB", "both measured")
-    log.check("beats the unigram baseline", ev[0]["perplexity"] < r["unigram"]["perplexity"],
-              f"perplexity {ev[0]['perplexity']:.1f} vs unigram {r['unigram']['perplexity']:.1f}", "lower")
+    readback = r["pack_readback"]
+    peak, peak_source = r["peak"]
     vocabulary = {w.lower() for d in corpus.train for w in WORD.findall(d)}
-    share = known_word_share(r["sample"], vocabulary)
-    log.check("the sample is made of real words", share >= cfg.check.sample_known_words,
-              f"{share:.0%} of its {len(WORD.findall(r['sample']))} words occur in the training text",
-              f"≥ {cfg.check.sample_known_words:.0%}")
-    log.check("the ablation names the stabilising settings", rescued, notes.split(". ")[0] + ".",
-              "at the too-high lr, warm-up + clipping end lower than (or survive where) the unprotected run")
-    best = lt.iloc[1:]["val loss (mean)"].idxmin()
-    gain = lt["val loss (mean)"].iloc[0] - lt["val loss (mean)"].iloc[best]
-    log.check("the ladder beats its baseline", gain >= cfg.ladder.margin and gain > 0,
-              f"best rung '{lt.rung.iloc[best]}' {lt['val loss (mean)'].iloc[best]:.4f} vs baseline "
-              f"{lt['val loss (mean)'].iloc[0]:.4f}: {gain:.4f} nats/token lower (mean of {len(cfg.ladder.seeds)} seeds)",
-              f"lower by ≥ {cfg.ladder.margin} nats/token (and by more than 0)")
-    total = r["end_to_end_s"]
-    log.check("time budget", total <= cfg.check.time_budget_s, f"{total:.0f} s end to end",
-              f"≤ {cfg.check.time_budget_s:.0f} s")
+    losses = rung_losses(lad.runs)
+    base_rung = lt.rung.iloc[0]
+    best_rung = min(list(losses)[1:], key=lambda k: float(np.mean(losses[k])))
+    log.add(
+        checks.tokenizer_roundtrip(tk.roundtrip_ok, tk.roundtrip_n, tk.edge_cases_ok),
+        checks.packing_lossless(readback),
+        checks.perplexity_reproducible(ev[0]["loss"], ev[1]["loss"], ev[2]["loss"]),
+        checks.throughput_plausible(trained.tokens_per_sec, trained.flops_per_token, peak, peak_source),
+        checks.memory_plausible(trained.peak_mem_gib, trained.model.num_params(False)),
+        checks.beats_unigram(ev[0]["perplexity"], r["unigram"]["perplexity"]),
+        checks.sample_real_words(known_word_share(r["sample"], vocabulary), len(WORD.findall(r["sample"])),
+                                 cfg.check.sample_known_words),
+        checks.stabilisation_shown(st.high_lr, st.bar, [x.final_loss for x in st.unprotected],
+                                   [x.final_loss for x in st.protected], list(cfg.ablation.high_lrs)),
+        checks.lr_search_inside({"SGD (rung 0)": (ss.best_lr, ss.grid), "AdamW (last rung)": (ad.best_lr, ad.grid)}),
+        checks.ladder_beats_baseline(compare({base_rung: losses[base_rung], best_rung: losses[best_rung]},
+                                             higher_is_better=False), base_rung, cfg.ladder.margin),
+        checks.bpe_speed(hand.train_s, hand.encode_mb_per_s, cfg.check.bpe_max_train_s, cfg.check.bpe_min_mb_per_s),
+        checks.time_budget(r["pipeline_s"], cfg.check.time_budget_s),
+    )

@@ -1,7 +1,7 @@
 """The pipeline's train stage; the stages before it (corpus -> tokenizer -> pack) are the library's
 (:mod:`shared.data.lm`), run with this week's namespace so their outputs land in week 5's folders:
 
-``models/week05/tokenizers/<corpus>-v<vocab>-<key>.model``, ``runs/week05/data/<corpus>-<tokenizer>-<key>/{train,val}.{bin,json}``,
+``models/week05/tokenizers/<corpus>-v<vocab>-<key>.bpe.json`` (``.model`` for sentencepiece), ``runs/week05/data/<corpus>-<tokenizer>-<key>/{train,val}.{bin,json}``,
 ``runs/week05/<profile>/gpt-<hash>/`` (checkpoints, metrics, result.json). Each stage is skipped when a verified
 output already exists, so ``make week05`` resumes instead of redoing work.
 """
@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+
 from shared.data.lm import PackStage, TokenizerStage, open_streams, padded_vocab_size
+from shared.data.pack import TokenFileError, open_token_file, split_documents
 from shared.train.pretrain import LMRun, pretrain
 from week05_lm_pipeline.config import Week05Config, train_run_config
 
@@ -32,3 +35,25 @@ def train_stage(cfg: Week05Config, profile: str, tokenizer: TokenizerStage, pack
     return pretrain(WEEK, "gpt", profile, train_run_config(cfg.data, setup), setup, train, val,
                     tokenizer_sha256=tok.sha256, t_start=t_start,
                     checkpoint_meta={"tokenizer": str(tokenizer.path), "val_data": str(packed.dir / "val.bin")})
+
+
+def read_back_packing(packed: PackStage, tokenizer, corpus) -> tuple[dict, dict[str, float]]:
+    """Read each packed ``.bin`` back from disk, cut it at BOS/EOS, decode every document and compare it with its
+    source document; also the share of PAD tokens in each stream (what packing spends on padding).
+
+    Returns:
+        ``({split: PackReadback}, {split: padding share})``.
+    """
+    from week05_lm_pipeline.checks import PackReadback
+
+    out, padding = {}, {}
+    for split, docs in (("train", corpus.train), ("val", corpus.val)):
+        stream = open_token_file(packed.dir / f"{split}.bin", tokenizer.sha256)[0]
+        try:
+            back = [tokenizer.decode(ids.tolist()) for ids in split_documents(stream, tokenizer.bos_id, tokenizer.eos_id)]
+        except TokenFileError:
+            back = []
+        bad = [i for i, (a, b) in enumerate(zip(back, docs, strict=False)) if a != b]
+        out[split] = PackReadback(len(docs), len(back), len(bad) + abs(len(back) - len(docs)), bad[0] if bad else None)
+        padding[split] = float(np.mean(np.asarray(stream) == tokenizer.pad_id)) if len(stream) else 0.0
+    return out, padding

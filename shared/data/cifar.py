@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
+from shared.config import at_least
 from shared.data.fetch import DatasetError, prepare
 from shared.data.registry import DatasetSpec, get_spec
 from shared.data.sampling import train_val_split
@@ -33,12 +34,12 @@ class CIFARConfig:
 
     dataset: str = "cifar10"  # registry name
     root: str = ""  # dataset cache ("" = datasets/raw, or $AIFS_DATA_ROOT)
-    val_size: int = 5000  # images held out of the 50k training set -> 45k train / 5k val
-    split_seed: int = 0  # fixes the train/val split for every training seed
-    train_subset: int = 0  # first N training images only (0 = all); for CPU and smoke runs
-    test_subset: int = 0  # first N test images only (0 = all 10k)
-    batch_size: int = 128  # training micro batch
-    eval_batch_size: int = 1000  # evaluation batch (does not change the metrics)
+    val_size: int = at_least(1, 5000)  # images held out of the 50k training set -> 45k train / 5k val
+    split_seed: int = at_least(0, 0)  # fixes the train/val split for every training seed
+    train_subset: int = at_least(0, 0)  # first N training images only (0 = all); for CPU and smoke runs
+    test_subset: int = at_least(0, 0)  # first N test images only (0 = all 10k)
+    batch_size: int = at_least(1, 128)  # training micro batch
+    eval_batch_size: int = at_least(1, 1000)  # evaluation batch (does not change the metrics)
     augment: bool = True  # random crop (4-pixel padding) + horizontal flip on training batches
 
 

@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.config import at_least, in_range
 from shared.data.fetch import DatasetError, prepare
 from shared.data.registry import REGISTRY, get_spec
 
@@ -32,8 +33,8 @@ class CorpusConfig:
 
     corpus: str = "tiny_shakespeare"  # a registered text dataset, or a folder of .txt files
     separator: str = ""  # document separator ("" = the corpus's own, see SEPARATORS; a folder: one file per document)
-    val_frac: float = 0.1  # share of the documents held out for validation
-    split_seed: int = 0  # seed of the document shuffle before the split
+    val_frac: float = in_range(0, 1, 0.1, lo_open=True, hi_open=True)  # share of the documents held out for validation
+    split_seed: int = at_least(0, 0)  # seed of the document shuffle before the split
 
 
 @dataclass
@@ -44,6 +45,23 @@ class Corpus:
     train: list[str]
     val: list[str]
     n_duplicates: int  # exact duplicates removed before the split
+
+
+def read_text(path: Path) -> str:
+    """The text of a UTF-8 file.
+
+    Raises:
+        CorpusError: the file is not UTF-8 (the message names it, the first bad byte and the fix), or cannot be read.
+    """
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CorpusError(
+            f"{path} is not UTF-8 text: byte 0x{e.object[e.start]:02x} at offset {e.start:,} ({e.reason}). Fix: "
+            f"convert it to UTF-8 (e.g. `iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8.txt`, then remove "
+            "the original), or move it out of the corpus folder.") from None
+    except OSError as e:
+        raise CorpusError(f"cannot read corpus file {path}: {e.strerror or e}") from None
 
 
 def split_text(text: str, separator: str, source: str) -> list[str]:
@@ -65,7 +83,8 @@ def load_documents(cfg: CorpusConfig) -> tuple[str, list[str]]:
     """The corpus's name and its documents, in file order.
 
     Raises:
-        CorpusError: unknown corpus, a folder without ``.txt`` files, an empty corpus, or a missing separator.
+        CorpusError: unknown corpus, a folder without ``.txt`` files, a file that is not UTF-8, an empty corpus, or a
+            missing separator.
         DatasetError: a registered corpus cannot be fetched or fails its checksum.
     """
     path = Path(cfg.corpus)
@@ -75,7 +94,7 @@ def load_documents(cfg: CorpusConfig) -> tuple[str, list[str]]:
         base = prepare(spec)
         docs = []
         for f in spec.files:  # several files (TinyStories' train and valid) form one pool, split below by our seed
-            docs += split_text((base / f.relpath).read_text(encoding="utf-8"), sep, f"{cfg.corpus}: {f.relpath}")
+            docs += split_text(read_text(base / f.relpath), sep, f"{cfg.corpus}: {f.relpath}")
         return cfg.corpus, docs
     if path.is_dir():
         files = sorted(path.rglob("*.txt"))
@@ -83,7 +102,7 @@ def load_documents(cfg: CorpusConfig) -> tuple[str, list[str]]:
             raise CorpusError(f"data.corpus={cfg.corpus} is a folder without .txt files")
         docs = []
         for f in files:
-            text = f.read_text(encoding="utf-8")
+            text = read_text(f)
             docs += split_text(text, cfg.separator, str(f)) if cfg.separator else ([text.strip()] if text.strip() else [])
         if not docs:
             raise CorpusError(f"corpus {cfg.corpus} is empty: its .txt files hold only whitespace")

@@ -5,7 +5,10 @@ For each file, in order: (1) the cache ``datasets/raw/<relpath>`` if its sha256 
 URLs, or of the dataset's source archive, which is unpacked into the cache (skipped when
 ``AIFS_OFFLINE=1``). A file may match its sha256 or, where the registry names one, the md5 of the
 original release (a mirror can hold another byte-version of the same data). Copies and downloads go to a temporary file that is
-verified before it is renamed into the cache, so the cache never holds a half-written file.
+verified before it is renamed into the cache, so the cache never holds a half-written file; a copy that does not verify
+is reported by where it came from (the mirror file, the URL) and never enters the cache. A cached file that no longer
+verifies is an error naming the repair (``python -m shared.data NAME``, which calls :func:`prepare_file` with
+``repair=True``: the corrupt copy is replaced once a verified one is in hand, and kept otherwise).
 
 A file whose publisher gives no checksum the project could record (``sha256 = ""`` in the registry) is
 accepted by its exact size; the sha256 of the copy accepted first is then pinned beside it
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.atomic import atomic_write_text
-from shared.data.registry import DatasetSpec, FileSpec, get_spec
+from shared.data.registry import REGISTRY, DatasetSpec, FileSpec, get_spec
 from shared.paths import data_root
 
 MIRROR_ENV = "AIFS_DATA_MIRROR"
@@ -81,27 +84,52 @@ def matches(path: Path, spec: FileSpec, pinned: str = "") -> bool:
     return sha256sum(path) == spec.sha256 or bool(spec.alt_md5) and md5sum(path) == spec.alt_md5
 
 
-def _verify(path: Path, spec: FileSpec, origin: str, pinned: str = "") -> None:
+def _mismatch(path: Path, spec: FileSpec, pinned: str = "", pin_name: str = "") -> str:
+    """"" when ``path`` matches ``spec`` (see :func:`matches`), else what differs, for a message."""
     if matches(path, spec, pinned):  # hashes the file once (a 2 GB file takes seconds)
-        return
+        return ""
+    size = path.stat().st_size
     if not spec.sha256:
-        size = path.stat().st_size
-        what = (f"{size:,} bytes, expected {spec.size:,}" if size != spec.size else
-                f"sha256 {sha256sum(path)}, but {pin_path(path).name} pinned {pinned} when it was first fetched")
-        raise ChecksumError(f"{spec.relpath} ({origin}: {path}) does not match: {what}. The file is corrupt, truncated "
-                            f"or a different version. Fix: delete {path} (and its .sha256) and run again.")
+        return (f"{size:,} bytes, expected {spec.size:,}" if size != spec.size else
+                f"sha256 {sha256sum(path)}, but {pin_name} pinned {pinned} when it was first fetched")
     alt = f" (or md5 {spec.alt_md5})" if spec.alt_md5 else ""
-    raise ChecksumError(
-        f"checksum mismatch for {spec.relpath} ({origin}: {path}): expected sha256 {spec.sha256}{alt}, "
-        f"got {sha256sum(path)} ({path.stat().st_size:,} bytes, expected {spec.size:,}). The file is corrupt, "
-        f"truncated or a different version. Fix: delete {path} and run again (or `make data`)"
-        + (" (and check the mirror copy)" if origin == "mirror" else "")
-        + "."
-    )
+    return f"expected sha256 {spec.sha256}{alt}, got {sha256sum(path)} ({size:,} bytes, expected {spec.size:,})"
+
+
+def repair_command(spec: FileSpec) -> str:
+    """The data doctor's command that replaces ``spec``'s cached file with a verified copy."""
+    name = next((d.name for d in REGISTRY.values() if spec in d.files), None)
+    return f"python -m shared.data {name}" if name else "make data"
+
+
+def _cache_error(dest: Path, spec: FileSpec, what: str) -> ChecksumError:
+    pin = f" and its {pin_path(dest).name}" if not spec.sha256 else ""
+    return ChecksumError(
+        f"checksum mismatch for {spec.relpath} in the cache ({dest}): {what}. The file is corrupt, truncated or a "
+        f"different version. Fix: run `{repair_command(spec)}` (or `make data`), which replaces it with a verified "
+        f"copy from the mirror or the source; or delete {dest}{pin} and run again.")
+
+
+def _source_error(spec: FileSpec, origin: str, where: str, dest: Path, what: str) -> ChecksumError:
+    """The bytes from the mirror file or the URL ``where`` did not verify; nothing was written to ``dest``."""
+    if origin == "mirror":
+        expected = f"sha256 {spec.sha256}" if spec.sha256 else f"{spec.size:,} bytes"
+        fix = (f"replace {where} with a good copy (it must have {expected}; the mirror's MANIFEST.tsv lists each "
+               f"file's checksum), or unset {MIRROR_ENV} to download the file from its source")
+    else:
+        fix = (f"run again (a broken download), or set {MIRROR_ENV} to a folder that holds a verified copy of "
+               f"{spec.relpath}")
+    if not spec.sha256 and "pinned" in what:
+        fix += f"; if the source now serves another version on purpose, delete {pin_path(dest)} to accept it"
+    return ChecksumError(
+        f"checksum mismatch for {spec.relpath} from the {origin} ({where}): {what}. That copy is corrupt, truncated "
+        f"or a different version, and was not put into the cache ({dest}). Fix: {fix}.")
 
 
 def _install(src: Path | None, url: str | None, dest: Path, spec: FileSpec, origin: str) -> None:
-    """Copy ``src`` (or download ``url``) to a temp file beside ``dest``, verify, then rename."""
+    """Copy ``src`` (or download ``url``) to a temp file beside ``dest``, verify (against the registry, and the pinned
+    sha256 where the registry has none), then rename over ``dest``: ``dest`` is never half-written, and a copy
+    that does not verify never replaces it."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     os.close(fd)
@@ -112,9 +140,11 @@ def _install(src: Path | None, url: str | None, dest: Path, spec: FileSpec, orig
         else:
             with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as f:  # noqa: S310
                 shutil.copyfileobj(resp, f, length=1 << 20)
-        _verify(tmp, spec, origin)
+        pinned = "" if spec.sha256 else _pinned(dest)
+        if what := _mismatch(tmp, spec, pinned, pin_path(dest).name):
+            raise _source_error(spec, origin, str(src if src is not None else url), dest, what)
         os.chmod(tmp, 0o644)
-        if not spec.sha256:  # pin before the rename: a cached file is never without its pin
+        if not spec.sha256 and not pinned:  # pin before the rename: a cached file is never without its pin
             digest = sha256sum(tmp)
             atomic_write_text(pin_path(dest), f"{digest}  {dest.name}\n")
             print(f"{spec.relpath}: no registered sha256; accepted by size ({spec.size:,} bytes) and pinned "
@@ -126,34 +156,47 @@ def _install(src: Path | None, url: str | None, dest: Path, spec: FileSpec, orig
 
 @dataclass
 class FileState:
-    """Where one file stands: ``verified``, ``missing`` or ``corrupt``, and its cache path."""
+    """Where one file stands: ``verified``, ``missing`` or ``corrupt``, and its cache path; ``repaired`` says what
+    was wrong with the cached copy that a verified one replaced ("" when nothing was replaced)."""
 
     spec: FileSpec
     path: Path
     state: str
     source: str = ""
+    repaired: str = ""
 
 
-def prepare_file(spec: FileSpec, root: Path | None = None) -> FileState:
+def prepare_file(spec: FileSpec, root: Path | None = None, repair: bool = False) -> FileState:
     """Ensure one file is in the cache and verified; return its state (``source`` says from where).
 
+    Args:
+        repair: a cached file that does not verify is replaced by a verified copy from the mirror or the source
+            (the data doctor); without it, it is an error. The corrupt file is only replaced once a copy has
+            verified: when none can be had, it stays where it is.
+
     Raises:
-        ChecksumError: the cached, mirrored or downloaded bytes do not match the registry.
-        DatasetUnavailableError: missing everywhere; the message lists every place looked at.
+        ChecksumError: the cached (without ``repair``), mirrored or downloaded bytes do not match the registry.
+        DatasetUnavailableError: missing (or, with ``repair``, corrupt) and not to be had anywhere; the message lists
+            every place looked at.
     """
     root = root or data_root()
     dest = root / spec.relpath
+    corrupt = ""
     if dest.is_file():
-        _verify(dest, spec, "cache", _pinned(dest))
-        return FileState(spec, dest, "verified", "cache")
+        corrupt = _mismatch(dest, spec, _pinned(dest), pin_path(dest).name)
+        if not corrupt:
+            return FileState(spec, dest, "verified", "cache")
+        if not repair:
+            raise _cache_error(dest, spec, corrupt)
 
-    looked = [f"cache: {dest} (missing)"]
+    looked = [f"cache: {dest} (" + (f"corrupt: {corrupt}; kept until a verified copy replaces it" if corrupt
+                                    else "missing") + ")"]
     mirror = os.environ.get(MIRROR_ENV)
     if mirror:
         src = Path(mirror).expanduser() / spec.relpath
         if src.is_file():
             _install(src, None, dest, spec, "mirror")
-            return FileState(spec, dest, "verified", f"mirror {src}")
+            return FileState(spec, dest, "verified", f"mirror {src}", corrupt)
         looked.append(f"mirror: {src} (missing)")
     else:
         looked.append(f"mirror: ${MIRROR_ENV} is not set")
@@ -164,7 +207,7 @@ def prepare_file(spec: FileSpec, root: Path | None = None) -> FileState:
         for url in spec.urls:
             try:
                 _install(None, url, dest, spec, "download")
-                return FileState(spec, dest, "verified", f"download {url}")
+                return FileState(spec, dest, "verified", f"download {url}", corrupt)
             except ChecksumError:
                 raise
             except OSError as e:

@@ -3,8 +3,10 @@
 :func:`prepare_lm_data` is what a week calls (week 5's pipeline, week 6's data versions, a week that evaluates a
 trained model); ``namespace`` (the week) names where the outputs land, so weeks never share a folder by accident:
 
-- ``models/<namespace>/tokenizers/<corpus>-v<vocab>-<key>.model`` (``$AIFS_MODELS_ROOT``): the tokenizer, trained on
-  the training documents only; the key hashes everything it depends on (corpus, split, vocabulary, sample size);
+- ``models/<namespace>/tokenizers/<corpus>-v<vocab>-<key>.bpe.json`` (``$AIFS_MODELS_ROOT``): the tokenizer, trained
+  on the training documents only: the byte-level BPE written by hand (:mod:`shared.data.bpe`, ``data.tokenizer=bpe``)
+  or its library reference, sentencepiece (:mod:`shared.data.spm_tokenizer`, ``data.tokenizer=sentencepiece``,
+  a ``.model`` file); the key hashes everything it depends on (the kind, corpus, split, vocabulary, sample size);
 - ``runs/<namespace>/data/<corpus>-<tokenizer sha>-<key>/{train,val}.{bin,json}`` (``$AIFS_RUNS_ROOT``): the packed
   streams, checked against their metadata and the tokenizer before reuse.
 """
@@ -29,12 +31,15 @@ from shared.data.pack import (
     padding_ratio,
     write_token_file,
 )
-from shared.data.tokenizer import TokenizerError
+from shared.data.spm_tokenizer import SentencePieceTokenizer, train_sentencepiece
+from shared.data.tokenizer import BPE_SUFFIX, TokenizerError
 from shared.paths import models_root, runs_root
 
 # Strings every tokenizer must round-trip exactly (whitespace runs, CRLF, unicode, control characters).
 EDGE_CASES = ["", " ", "  two  spaces  ", "\n\nblank lines\n\n", "tab\tand\r\nCRLF", "unicode: é ✓ 日本語 🙂",
               "digits 1234567890", "\x00 control"]
+TOKENIZERS = {"bpe": (BPETokenizer, BPE_SUFFIX), "sentencepiece": (SentencePieceTokenizer, ".model")}  # kind -> file
+LMTokenizer = BPETokenizer | SentencePieceTokenizer
 
 
 @dataclass
@@ -42,8 +47,9 @@ class LMDataConfig(CorpusConfig):
     """The corpus (see :class:`shared.data.corpus.CorpusConfig`), the tokenizer trained on its training documents,
     and the model vocabulary derived from it."""
 
-    vocab_size: int = 4096  # BPE vocabulary, including 4 specials and 256 byte-fallback pieces
-    tokenizer_max_lines: int = 2_000_000  # training lines sampled for the tokenizer (seeded)
+    tokenizer: str = "bpe"  # "bpe" (byte-level, written by hand) or "sentencepiece" (the library reference)
+    vocab_size: int = 4096  # BPE vocabulary, including the 256 bytes and the specials (3 for bpe, 4 for sentencepiece)
+    tokenizer_max_lines: int = 2_000_000  # training lines sampled for the tokenizer, seeded (bpe: whole documents)
     pad_vocab_to: int = 64  # the model's vocab_size is rounded up to a multiple of this (GPU-friendly matmuls)
 
 
@@ -51,7 +57,7 @@ class LMDataConfig(CorpusConfig):
 class TokenizerStage:
     """The tokenizer stage's output and its measurements on the val documents."""
 
-    tokenizer: BPETokenizer
+    tokenizer: LMTokenizer
     path: Path
     skipped: bool  # loaded from disk instead of trained
     seconds: float
@@ -96,11 +102,19 @@ class LMData:
     corpus_seconds: float = 0.0
 
 
+def check_tokenizer_kind(data: LMDataConfig) -> None:
+    """Raises TokenizerError, naming ``data.tokenizer`` and the choices, unless it is one of :data:`TOKENIZERS`."""
+    if data.tokenizer not in TOKENIZERS:
+        raise TokenizerError(f"data.tokenizer={data.tokenizer!r} is not a tokenizer kind: set it to one of "
+                             f"{', '.join(TOKENIZERS)}")
+
+
 def tokenizer_key(data: LMDataConfig) -> str:
-    """Hash of everything the tokenizer depends on: the corpus, its split, the vocabulary size and sample size."""
-    return config_hash({"corpus": data.corpus, "separator": data.separator, "val_frac": data.val_frac,
-                        "split_seed": data.split_seed, "vocab_size": data.vocab_size, "lines": data.tokenizer_max_lines},
-                       n=12)
+    """Hash of everything the tokenizer depends on: its kind, the corpus, its split, the vocabulary and sample size."""
+    check_tokenizer_kind(data)
+    return config_hash({"tokenizer": data.tokenizer, "corpus": data.corpus, "separator": data.separator,
+                        "val_frac": data.val_frac, "split_seed": data.split_seed, "vocab_size": data.vocab_size,
+                        "lines": data.tokenizer_max_lines}, n=12)
 
 
 def padded_vocab_size(vocab_size: int, multiple: int) -> int:
@@ -109,14 +123,24 @@ def padded_vocab_size(vocab_size: int, multiple: int) -> int:
 
 
 def tokenizer_stage(cfg: LMDataConfig, corpus: Corpus, namespace: str, roundtrip_docs: int = 1000) -> TokenizerStage:
-    """Train the BPE on the training documents (or load the one trained before) and measure it on val."""
+    """Train the ``data.tokenizer`` BPE on the training documents (or load the one trained before) and measure it
+    on val.
+
+    Raises:
+        TokenizerError: an unknown ``data.tokenizer``, or a ``data.vocab_size`` the text cannot fill.
+    """
     t0 = time.perf_counter()
-    path = models_root() / namespace / "tokenizers" / f"{corpus.name}-v{cfg.vocab_size}-{tokenizer_key(cfg)}.model"
+    key = tokenizer_key(cfg)  # checks data.tokenizer first
+    cls, suffix = TOKENIZERS[cfg.tokenizer]
+    path = models_root() / namespace / "tokenizers" / f"{corpus.name}-v{cfg.vocab_size}-{key}{suffix}"
     skipped = False
     try:
-        tok, skipped = BPETokenizer.load(path), True
+        tok, skipped = cls.load(path), True
     except TokenizerError:
-        tok = train_bpe(corpus.train, cfg.vocab_size, cfg.tokenizer_max_lines)
+        if cfg.tokenizer == "bpe":
+            tok = train_bpe(corpus.train, cfg.vocab_size, max_lines=cfg.tokenizer_max_lines)
+        else:
+            tok = train_sentencepiece(corpus.train, cfg.vocab_size, max_sentences=cfg.tokenizer_max_lines)
         tok.save(path)
     docs = corpus.val[:roundtrip_docs]
     ok = sum(tok.decode(ids) == d for ids, d in zip(tok.encode_batch(docs), docs, strict=True))
@@ -125,7 +149,7 @@ def tokenizer_stage(cfg: LMDataConfig, corpus: Corpus, namespace: str, roundtrip
                           edge)
 
 
-def pack_stage(cfg: LMDataConfig, corpus: Corpus, tok: BPETokenizer, namespace: str, block_size: int) -> PackStage:
+def pack_stage(cfg: LMDataConfig, corpus: Corpus, tok: LMTokenizer, namespace: str, block_size: int) -> PackStage:
     """Write ``train.bin`` and ``val.bin`` (or keep the ones that verify against this tokenizer); ``block_size``
     only sizes the naive-padding comparison."""
     t0 = time.perf_counter()

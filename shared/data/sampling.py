@@ -18,7 +18,31 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
 
+from shared.config import ConfigError
+from shared.data.fetch import DatasetError
 from shared.device import to_device
+
+
+class TooFewTokensError(DatasetError, ValueError):
+    """A token stream is shorter than one window of ``block_size + 1`` tokens (the message names the stream,
+    ``model.block_size`` and the fix)."""
+
+
+def check_stream_length(n_tokens: int, block_size: int, what: str = "the token stream", fix: str = "") -> None:
+    """Raises :class:`TooFewTokensError` unless ``n_tokens`` holds one window of ``block_size + 1`` tokens.
+
+    Args:
+        what: names the stream in the message ("the validation split", a file).
+        fix: what to do instead of the default (a smaller ``model.block_size`` or more text).
+    """
+    if n_tokens >= block_size + 1:
+        return
+    shorter = (f"lower model.block_size to at most {n_tokens - 1:,}, or " if n_tokens >= 2 else "")
+    fix = fix or (f"{shorter}give it more text (a larger corpus; for the validation split, a larger "
+                  "data.val_frac)")
+    raise TooFewTokensError(
+        f"{what} has {n_tokens:,} tokens, too few for model.block_size={block_size:,}: one window needs block_size + 1 "
+        f"= {block_size + 1:,} tokens. Fix: {fix}.")
 
 
 class ResumableBatchSampler(Sampler[list[int]]):
@@ -98,10 +122,11 @@ def train_val_split(n: int, val_size: int, split_seed: int, train_subset: int = 
     The split depends on ``split_seed`` alone, so every training seed sees the same val set.
 
     Raises:
-        ValueError: ``val_size`` is not in (0, n).
+        ConfigError: ``val_size`` is not in (0, n) (a ``ValueError``).
     """
     if not 0 < val_size < n:
-        raise ValueError(f"data.val_size must be in (0, {n}), got {val_size}")
+        raise ConfigError(f"data.val_size={val_size}: must be in (0, {n}), the training set has {n:,} examples. Fix: "
+                          f"set data.val_size between 1 and {n - 1:,}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
     train_idx, val_idx = perm[val_size:], perm[:val_size]
     return (train_idx[:train_subset] if train_subset else train_idx), val_idx
@@ -125,10 +150,10 @@ def random_batch(data: torch.Tensor | np.ndarray, batch_size: int, block_size: i
         ``x``, ``y``: (B, T) int64 on ``device``, ``y`` being ``x`` shifted by one position.
 
     Raises:
-        ValueError: the stream is shorter than ``block_size + 1`` tokens, or ``rank`` is not in ``[0, world_size)``.
+        TooFewTokensError: the stream is shorter than ``block_size + 1`` tokens.
+        ValueError: ``rank`` is not in ``[0, world_size)``.
     """
-    if len(data) < block_size + 1:
-        raise ValueError(f"{len(data)} tokens are too few for model.block_size={block_size} (need block_size + 1)")
+    check_stream_length(len(data), block_size)
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
     g = torch.Generator().manual_seed(seed * 1_000_003 + index)

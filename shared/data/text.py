@@ -16,8 +16,11 @@ import torch
 from torch.utils.data import Dataset
 
 from shared.atomic import atomic_write_text
+from shared.config import ConfigError
+from shared.data.corpus import read_text
 from shared.data.fetch import prepare
 from shared.data.registry import get_spec
+from shared.data.sampling import check_stream_length
 from shared.data.tokenizer import plain_chat_template
 
 
@@ -74,21 +77,23 @@ def load_text(name: str = "tiny_shakespeare", root: Path | None = None) -> str:
     """The text of a single-file registered dataset, fetched and checksum-verified first.
 
     Raises:
-        KeyError: unknown dataset; DatasetError: missing or corrupt file (see :func:`shared.data.prepare`).
+        KeyError: unknown dataset; DatasetError: missing or corrupt file (see :func:`shared.data.prepare`), or one
+            that is not UTF-8 (``CorpusError``).
     """
     spec = get_spec(name)
     base = prepare(spec, root)
-    return (base / spec.files[0].relpath).read_text(encoding="utf-8")
+    return read_text(base / spec.files[0].relpath)
 
 
 def split_ids(ids: torch.Tensor, val_frac: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``1 - val_frac`` of a (N,) token stream for training, the rest for validation (nanoGPT's split).
 
     Raises:
-        ValueError: ``val_frac`` outside (0, 1).
+        ConfigError: ``val_frac`` outside (0, 1) (a ``ValueError``).
     """
     if not 0 < val_frac < 1:
-        raise ValueError(f"data.val_frac must be in (0, 1), got {val_frac}")
+        raise ConfigError(f"data.val_frac={val_frac}: must be in (0, 1). Fix: set data.val_frac to the share of the "
+                          "text held out for validation, e.g. 0.1")
     n = int(len(ids) * (1 - val_frac))
     return ids[:n], ids[n:]
 
@@ -97,12 +102,12 @@ class BlockDataset(Dataset):
     """Every window of a (N,) token stream: item i is ``(data[i : i+T], data[i+1 : i+T+1])``, two (T,) tensors.
 
     Raises:
-        ValueError: the stream is shorter than ``block_size + 1`` tokens.
+        TooFewTokensError: the stream is shorter than ``block_size + 1`` tokens (a ``DatasetError`` and a
+            ``ValueError``).
     """
 
-    def __init__(self, data: torch.Tensor, block_size: int) -> None:
-        if len(data) < block_size + 1:  # the same rule as random_batch
-            raise ValueError(f"{len(data)} tokens are too few for model.block_size={block_size} (need block_size + 1)")
+    def __init__(self, data: torch.Tensor, block_size: int, what: str = "the token stream") -> None:
+        check_stream_length(len(data), block_size, what)  # the same rule as random_batch
         self.data, self.block_size = data, block_size
 
     def __len__(self) -> int:

@@ -1,7 +1,8 @@
 """The tokenizer interface every model-facing piece uses: encode/decode, special ids, a content hash, chat prompts.
 
-Three implementations satisfy it: :class:`shared.data.text.CharTokenizer` (week 4), the sentencepiece BPE trained
-on the corpus (:class:`shared.data.bpe.BPETokenizer`, week 5) and any Hugging Face tokenizer
+Four implementations satisfy it: :class:`shared.data.text.CharTokenizer` (week 4), the byte-level BPE written by
+hand and trained on the corpus (:class:`shared.data.bpe.BPETokenizer`, week 5), its library reference, sentencepiece
+(:class:`shared.data.spm_tokenizer.SentencePieceTokenizer`), and any Hugging Face tokenizer
 (:class:`shared.data.hf_tokenizer.HFTokenizer`, e.g. SmolLM2's). The ``sha256`` identifies the tokenizer's content:
 a checkpoint records it and a model is never evaluated or resumed with another one (``shared.checkpoint``,
 ``shared.models.loading``), nor trained on a stream packed by another one (``shared.data.pack``).
@@ -39,7 +40,9 @@ class Tokenizer(Protocol):
 
     def encode(self, text: str) -> list[int]: ...  # ids of ``text``, no BOS/EOS added
 
-    def decode(self, ids: Iterable[int]) -> str: ...  # text of ``ids``; special tokens decode to nothing
+    # text of ``ids``; special tokens decode to nothing, except in the byte-level BPE, where they decode to their
+    # strings (its encode maps those strings to them, so that decode(encode(x)) == x for every x)
+    def decode(self, ids: Iterable[int]) -> str: ...
 
     def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str: ...
 
@@ -61,10 +64,14 @@ def plain_chat_template(messages: list[dict[str, str]], add_generation_prompt: b
     return "\n\n".join(parts)
 
 
+BPE_SUFFIX = ".bpe.json"  # a byte-level BPE file (shared.data.bpe); any other .json is a char tokenizer's
+
+
 def load_tokenizer(path: str | Path) -> Tokenizer:
-    """Load a tokenizer from disk by its form: a sentencepiece ``.model`` file, a char tokenizer ``.json``, or a
-    folder holding a Hugging Face ``tokenizer.json`` (an HF model export or download), a ``tokenizer.model`` or a
-    ``char_tokenizer.json`` (a :func:`shared.models.hf.save_hf` export).
+    """Load a tokenizer from disk by its form: a byte-level BPE ``.bpe.json``, a sentencepiece ``.model`` file, a
+    char tokenizer ``.json``, or a folder holding a Hugging Face ``tokenizer.json`` (an HF model export or
+    download), a ``tokenizer.bpe.json``, a ``tokenizer.model`` or a ``char_tokenizer.json`` (a
+    :func:`shared.models.hf.save_hf` export).
 
     Raises:
         TokenizerError: the path is missing or of none of these forms.
@@ -74,17 +81,21 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         from shared.data.hf_tokenizer import HFTokenizer
 
         return HFTokenizer.from_pretrained(path)
-    if path.is_dir() and (path / "tokenizer.model").is_file():
-        path = path / "tokenizer.model"
-    if path.is_dir() and (path / "char_tokenizer.json").is_file():
-        path = path / "char_tokenizer.json"
-    if path.suffix == ".model":
+    for name in (f"tokenizer{BPE_SUFFIX}", "tokenizer.model", "char_tokenizer.json"):
+        if path.is_dir() and (path / name).is_file():
+            path = path / name
+            break
+    if path.name.endswith(BPE_SUFFIX):
         from shared.data.bpe import BPETokenizer
 
         return BPETokenizer.load(path)
+    if path.suffix == ".model":
+        from shared.data.spm_tokenizer import SentencePieceTokenizer
+
+        return SentencePieceTokenizer.load(path)
     if path.suffix == ".json" and path.is_file():
         from shared.data.text import CharTokenizer
 
         return CharTokenizer.load(path)
-    raise TokenizerError(f"{path} is not a tokenizer: expected a sentencepiece .model, a char tokenizer .json, or a "
-                         "folder with a Hugging Face tokenizer.json")
+    raise TokenizerError(f"{path} is not a tokenizer: expected a byte-level BPE {BPE_SUFFIX}, a sentencepiece .model, "
+                         "a char tokenizer .json, or a folder with a Hugging Face tokenizer.json")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from shared.config import at_least
 from shared.data.tokenizer import Tokenizer
 
 
@@ -20,9 +21,9 @@ class SampleConfig:
     """A seeded sample written into a log."""
 
     prompt: str = ""  # generation starts from [BOS] + this text
-    max_new_tokens: int = 200  # tokens generated after the prompt
-    temperature: float = 0.8  # < 1 sharpens the distribution (0 = greedy)
-    top_k: int = 50  # sample among the k most likely tokens (0 = all)
+    max_new_tokens: int = at_least(0, 200)  # tokens generated after the prompt
+    temperature: float = at_least(0, 0.8)  # < 1 sharpens the distribution (0 = greedy)
+    top_k: int = at_least(0, 50)  # sample among the k most likely tokens (0 = all)
     seed: int = 0  # the same noise at every sample, so only the model changes
 
 

@@ -18,40 +18,46 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from shared.config import at_least, in_range, positive
 from shared.flops import gpt_flops_per_token
 from shared.nn.attention import BACKENDS, check_backend
-from shared.nn.layers import build_mlp, build_norm
+from shared.nn.layers import MLPS, NORMS, build_mlp, build_norm
 from shared.nn.mha import CausalSelfAttention, check_heads
 from shared.nn.positions import POSITIONS, LearnedPositions, RotaryEmbedding
 
 PLACEMENTS = ("pre", "post")
+# The longest context a config may ask for (2**20 = 1,048,576 tokens, the longest of today's production models): a
+# larger block_size is a typo, and its position table alone (block_size x n_embd floats) would take gigabytes to
+# terabytes. Whether a smaller one fits the device is checked before training (shared.train.pretrain.check_fits).
+MAX_BLOCK_SIZE = 2**20
 
 
 @dataclass
 class GPTConfig:
     """The model's shape and its architectural switches."""
 
-    vocab_size: int = 65  # number of token ids (set from the tokenizer)
-    block_size: int = 256  # context length T: the most tokens the model sees at once
-    n_layer: int = 6  # transformer blocks
-    n_head: int = 6  # attention heads per block; must divide n_embd
-    n_embd: int = 384  # model width C (d_model)
-    dropout: float = 0.0  # after embeddings and on each residual branch
+    vocab_size: int = at_least(1, 65)  # number of token ids (set from the tokenizer)
+    block_size: int = in_range(1, MAX_BLOCK_SIZE, 256, why="a longer context is almost surely a typo")  # context length T: the most tokens the model sees at once
+    n_layer: int = at_least(1, 6)  # transformer blocks
+    n_head: int = at_least(1, 6)  # attention heads per block; must divide n_embd
+    n_embd: int = at_least(1, 384)  # model width C (d_model)
+    dropout: float = in_range(0, 1, 0.0, hi_open=True)  # after embeddings and on each residual branch
     bias: bool = True  # biases in linear layers and LayerNorm
     norm: str = "layernorm"  # "layernorm" or "rmsnorm"
     norm_placement: str = "pre"  # "pre" (norm -> sub-layer -> add) or "post" (sub-layer -> add -> norm)
     mlp: str = "gelu"  # "gelu" (4C MLP) or "swiglu"
-    d_ff: int = 0  # MLP hidden width (0 = the default: 4C for gelu, 8C/3 rounded up to a multiple of 64 for swiglu)
-    norm_eps: float = 1e-5  # epsilon of every LayerNorm/RMSNorm
+    d_ff: int = at_least(0, 0)  # MLP hidden width (0 = the default: 4C for gelu, 8C/3 rounded up to a multiple of 64 for swiglu)
+    norm_eps: float = positive(1e-5)  # epsilon of every LayerNorm/RMSNorm
     pos: str = "learned"  # "learned" absolute embeddings or "rope"
-    rope_base: float = 10000.0  # RoPE's base wavelength
+    rope_base: float = positive(10000.0)  # RoPE's base wavelength
     attn_backend: str = "manual"  # "manual" (hand-written attention) or "torch" (F.scaled_dot_product_attention)
     tie_weights: bool = True  # the LM head reuses the token-embedding matrix
 
     def validate(self) -> None:
         """Raises ValueError naming the bad field and its allowed values (or, for n_head, the divisors of n_embd)."""
         for name, value, allowed in (("norm_placement", self.norm_placement, PLACEMENTS), ("pos", self.pos, POSITIONS),
-                                     ("attn_backend", self.attn_backend, BACKENDS)):
+                                     ("attn_backend", self.attn_backend, BACKENDS), ("norm", self.norm, NORMS),
+                                     ("mlp", self.mlp, MLPS)):
             if value not in allowed:
                 raise ValueError(f"unknown model.{name} '{value}'. Choose one of: {', '.join(allowed)}")
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):

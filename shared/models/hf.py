@@ -34,7 +34,8 @@ from shared.nn.layers import default_mlp_width
 
 EXPORT_FILE = "aifs_export.json"  # written beside the weights by save_hf
 CHAR_TOKENIZER_FILE = "char_tokenizer.json"  # a CharTokenizer's file in an export ("tokenizer.json" means HF's)
-BPE_TOKENIZER_FILE = "tokenizer.model"  # a sentencepiece BPETokenizer's file in an export
+BPE_TOKENIZER_FILE = "tokenizer.bpe.json"  # a byte-level BPETokenizer's file in an export
+SPM_TOKENIZER_FILE = "tokenizer.model"  # a SentencePieceTokenizer's file in an export
 # The exportable variants: the GPTConfig switches each Hugging Face class implements.
 VARIANTS = {
     "LlamaForCausalLM": {"norm": "rmsnorm", "pos": "rope", "mlp": "swiglu", "norm_placement": "pre"},
@@ -279,16 +280,18 @@ def from_hf(hf_model: nn.Module, *, bias: bool | None = None, dropout: float | N
 # ---- on disk ----
 
 def _tokenizer_kind(tokenizer: Any) -> str:
-    """``"hf"``, ``"bpe"`` or ``"char"``. Raises ValueError for anything else."""
+    """``"hf"``, ``"bpe"``, ``"spm"`` or ``"char"``. Raises ValueError for anything else."""
     from shared.data.bpe import BPETokenizer
+    from shared.data.spm_tokenizer import SentencePieceTokenizer
     from shared.data.text import CharTokenizer
 
     if hasattr(getattr(tokenizer, "hf", None), "save_pretrained"):  # HFTokenizer
         return "hf"
-    if isinstance(tokenizer, (BPETokenizer, CharTokenizer)):
-        return "bpe" if isinstance(tokenizer, BPETokenizer) else "char"
+    for cls, kind in ((BPETokenizer, "bpe"), (SentencePieceTokenizer, "spm"), (CharTokenizer, "char")):
+        if isinstance(tokenizer, cls):
+            return kind
     raise ValueError(f"cannot save a {type(tokenizer).__name__} with the model: save_hf knows BPETokenizer, "
-                     "CharTokenizer and HFTokenizer")
+                     "SentencePieceTokenizer, CharTokenizer and HFTokenizer")
 
 
 def _save_tokenizer(tokenizer: Any, folder: Path) -> tuple[str, Path]:
@@ -297,9 +300,10 @@ def _save_tokenizer(tokenizer: Any, folder: Path) -> tuple[str, Path]:
     if kind == "hf":
         tokenizer.save(folder)  # save_pretrained: tokenizer.json, tokenizer_config.json, ...
         return "tokenizer.json", folder
-    if kind == "bpe":
-        tokenizer.save(folder / BPE_TOKENIZER_FILE)
-        return BPE_TOKENIZER_FILE, folder
+    if kind in ("bpe", "spm"):
+        name = BPE_TOKENIZER_FILE if kind == "bpe" else SPM_TOKENIZER_FILE
+        tokenizer.save(folder / name)
+        return name, folder
     tokenizer.save(folder / CHAR_TOKENIZER_FILE)
     return CHAR_TOKENIZER_FILE, folder / CHAR_TOKENIZER_FILE
 
@@ -316,8 +320,9 @@ def save_hf(model: GPT, out_dir: str | Path, tokenizer: Any = None, meta: dict[s
 
     Writes ``config.json``, ``generation_config.json`` and ``model.safetensors`` (``save_pretrained``,
     https://huggingface.co/docs/transformers/main_classes/model#transformers.PreTrainedModel.save_pretrained), the
-    tokenizer when given (HFTokenizer: its ``save_pretrained`` files; BPETokenizer: ``tokenizer.model``;
-    CharTokenizer: ``char_tokenizer.json``; reloaded and its sha256 checked), and ``aifs_export.json``:
+    tokenizer when given (HFTokenizer: its ``save_pretrained`` files; BPETokenizer: ``tokenizer.bpe.json``;
+    SentencePieceTokenizer: ``tokenizer.model``; CharTokenizer: ``char_tokenizer.json``; reloaded and its sha256
+    checked), and ``aifs_export.json``:
     ``{"gpt_config", "hf_class", "tokenizer_sha256", "tokenizer_file", "meta", "transformers_version"}``.
     A tokenizer's BOS/EOS/PAD ids go into the HF config and generation config.
 

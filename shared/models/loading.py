@@ -40,11 +40,19 @@ def load_lm_for_eval(ckpt: str | Path, tokenizer: Tokenizer | str | Path | None 
     """
     ck = read_checkpoint(ckpt)
     meta = ck.meta
-    if meta.get("model_class") != "GPT" or not meta.get("model_config"):
-        raise CheckpointError(f"{ckpt} holds a {meta.get('model_class')}, not a GPT with its config")
+    if meta.get("model_class") != "GPT":
+        run = f" (run {meta['run_id']})" if meta.get("run_id") else ""
+        raise CheckpointError(
+            f"{ckpt} holds a {meta.get('model_class') or 'model of unknown class'}{run}, not a GPT language model: "
+            "evaluate a GPT checkpoint folder instead (e.g. runs/week05/<profile>/gpt-<hash>/checkpoints/best)")
+    if not meta.get("model_config"):
+        raise CheckpointError(f"{ckpt} holds a GPT but its meta.json records no model_config to rebuild it from: "
+                              "evaluate a checkpoint written by shared.checkpoint.FileCheckpointer")
     if tokenizer is None:
         if not meta.get("tokenizer"):
-            raise CheckpointError(f"{ckpt} records no tokenizer path: pass the tokenizer it was trained with")
+            found = sorted(Path(ck.path).resolve().parent.parent.glob("tokenizer*"))  # the run folder's own
+            hint = f" (its run folder holds {found[0]})" if found else ""
+            raise CheckpointError(f"{ckpt} records no tokenizer path: pass the tokenizer it was trained with{hint}")
         tokenizer = meta["tokenizer"]
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
     cfg = GPTConfig(**meta["model_config"])

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shared.config import at_least
 from shared.data.sampling import random_batch
 
 EVAL_SEED_OFFSET = 1_000  # eval batches use seed + this (train) and seed + 2x this (val): never a training batch
@@ -25,7 +26,7 @@ IGNORE_INDEX = -100  # a target that carries no loss (padding, an SFT prompt)
 class LMTaskConfig:
     """The periodic loss estimate of a pre-training run."""
 
-    eval_iters: int = 20  # batches per estimate (of micro_batch windows each), the same batches at every eval
+    eval_iters: int = at_least(1, 20)  # batches per estimate (of micro_batch windows each), the same batches at every eval
 
 
 def causal_lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

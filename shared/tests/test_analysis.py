@@ -1,7 +1,19 @@
+import math
+
+import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from shared.analysis import confusion_matrix, confusion_pairs, plot_confusion, plot_error_grid, predict
+from shared.analysis import (
+    confusion_fit_signals,
+    confusion_matrix,
+    confusion_pairs,
+    pair_signal,
+    plot_confusion,
+    plot_error_grid,
+    predict,
+    rate_gap_z,
+)
 from shared.data.sampling import batch_loader
 
 CLASSES = ("cat", "dog", "ship")
@@ -17,6 +29,30 @@ def test_confusion_matrix_and_pairs_on_a_known_prediction_set():
     assert pairs[["true", "predicted", "count"]].values.tolist() == [["cat", "dog", 2], ["cat", "ship", 1], ["dog", "cat", 1]]
     assert pairs["share of errors"].sum() == 1.0
     assert pairs.loc[0, "true-class error rate"] == 0.5
+
+
+def test_confusion_pairs_top_none_returns_every_pair_with_an_error():
+    cm = torch.tensor([[5, 1, 2], [3, 5, 0], [0, 4, 5]])
+    assert len(confusion_pairs(cm, CLASSES, top=2)) == 2
+    assert confusion_pairs(cm, CLASSES, top=None)["count"].tolist() == [4, 3, 2, 1]
+
+
+def test_rate_gap_z_is_the_pooled_two_proportion_statistic():
+    # 40/100 vs 35/100: pooled p = 0.375, se = sqrt(p (1 - p) (1/100 + 1/100))
+    assert rate_gap_z(0.40, 100, 0.35, 100) == pytest.approx(0.05 / math.sqrt(0.375 * 0.625 * 0.02), rel=1e-12)
+    assert rate_gap_z(0.30, math.inf, 0.01, 100) == pytest.approx(0.29 / math.sqrt(0.3 * 0.7 / 100), rel=1e-12)
+    assert rate_gap_z(0.0, 100, 0.0, 100) == 0.0  # undefined: no difference claimed
+
+
+def test_pair_signal_overfitting_underfitting_or_none():
+    assert pair_signal(0.40, 100, 2, 100).kind == "overfitting"  # 40% on test, 2% on train
+    assert pair_signal(0.40, 100, 35, 100).kind == "underfitting"  # confused on train too
+    assert pair_signal(0.05, 100, 1, 100).kind == ""  # 5 vs 1: too few to tell
+    cm_test, cm_train = torch.tensor([[60, 40], [5, 95]]), torch.tensor([[65, 35], [1, 99]])
+    df = confusion_fit_signals(cm_test, cm_train, ["cat", "dog"])
+    assert df.signal.tolist() == ["underfitting", ""]
+    assert df["fit signal"].iloc[0].startswith("underfitting: confused on training images too (35 images")
+    assert df["train rate"].tolist() == [0.35, 0.01]
 
 
 def test_predict_returns_argmax_labels_in_loader_order():

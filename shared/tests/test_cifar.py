@@ -64,3 +64,17 @@ def test_real_cifar10_has_the_known_statistics():
     assert torch.bincount(s.test.tensors[1]).tolist() == [1000] * 10
     # the widely quoted CIFAR-10 channel means (of all 50k training images): 0.4914, 0.4822, 0.4465
     torch.testing.assert_close(torch.tensor(s.mean), torch.tensor([0.4914, 0.4822, 0.4465]), atol=2e-3, rtol=0)
+
+
+def test_flipped_bytes_in_a_cached_batch_are_an_error_not_silent_data(fake_cifar, aifs_dirs):
+    """The pickles are read straight from the cache, which is verified on every load: a byte flipped inside the
+    image data (the pickle still loads) is caught by its checksum, never trained on."""
+    cfg = CIFARConfig(dataset="fake_cifar10", val_size=100)
+    load_cifar10(cfg)
+    cached = aifs_dirs["data"] / "fake_cifar10" / "cifar-10-batches-py" / "data_batch_2"
+    data = bytearray(cached.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    cached.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match=r"checksum mismatch for fake_cifar10/cifar-10-batches-py/data_batch_2 in "
+                                           r"the cache .*python -m shared.data fake_cifar10"):
+        load_cifar10(cfg)

@@ -98,3 +98,36 @@ def test_tinystories_is_registered_with_its_published_files_and_is_a_clear_error
     assert all(f.urls[0].startswith("https://huggingface.co/datasets/roneneldan/TinyStories/") for f in spec.files)
     with pytest.raises(DatasetUnavailableError, match="TinyStoriesV2-GPT4-valid.txt is not available(.|\n)*Fix:"):
         load_corpus(CorpusConfig(corpus="tinystories"))
+
+
+def test_a_file_that_is_not_utf8_is_named_with_the_fix_and_explained_by_the_command_line(tmp_path, capsys):
+    from shared.cli import run_week
+
+    (tmp_path / "good.txt").write_text("a story")
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\u00e9 au lait".encode("latin-1"))
+    with pytest.raises(CorpusError) as e:
+        load_documents(CorpusConfig(corpus=str(tmp_path)))
+    msg = str(e.value)
+    assert msg.startswith(f"{bad} is not UTF-8 text: byte 0xe9 at offset 3")
+    assert "Fix: convert it to UTF-8 (e.g. `iconv -f latin1 -t utf-8 latin1.txt" in msg
+
+    def main():
+        load_documents(CorpusConfig(corpus=str(tmp_path)))
+        return 0
+
+    assert run_week(main) == 2
+    assert capsys.readouterr().err.startswith(f"error: {bad} is not UTF-8 text")
+
+
+def test_a_registered_corpus_is_verified_on_every_read(fake_text, aifs_dirs):
+    """The text is read straight from the cache, whose checksum is checked at each load: an edited byte is an error
+    naming the repair, never silently different training text."""
+    from shared.data.fetch import ChecksumError
+
+    cfg = CorpusConfig(corpus="fake_text", separator="\n")
+    load_documents(cfg)
+    cached = aifs_dirs["data"] / "fake_text" / "input.txt"
+    cached.write_bytes(cached.read_bytes().replace(b"to be", b"to Be", 1))
+    with pytest.raises(ChecksumError, match=r"fake_text/input.txt in the cache .*python -m shared.data fake_text"):
+        load_documents(cfg)

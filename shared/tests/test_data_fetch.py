@@ -1,7 +1,7 @@
 import pytest
 
 from shared.data.__main__ import main as doctor
-from shared.data.fetch import ChecksumError, DatasetUnavailableError, prepare
+from shared.data.fetch import ChecksumError, DatasetUnavailableError, prepare, prepare_file
 
 
 def test_copies_from_mirror_and_verifies(fake_mnist, aifs_dirs):
@@ -167,3 +167,86 @@ def test_the_doctor_lists_an_on_demand_dataset_but_fetches_it_only_when_named(ai
     assert not cached.exists()
     assert doctor(["unpinned"]) == 0
     assert cached.is_file()
+
+
+def _flip(path, at=100):
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_wrong_file_in_the_mirror_is_named_with_what_to_do(fake_mnist, aifs_dirs):
+    bad = aifs_dirs["mirror"] / fake_mnist.files[1].relpath
+    _flip(bad)
+    with pytest.raises(ChecksumError) as e:
+        prepare(fake_mnist)
+    msg = str(e.value)
+    assert f"from the mirror ({bad})" in msg
+    assert ".part" not in msg  # not the deleted temporary copy
+    assert f"Fix: replace {bad} with a good copy" in msg
+    assert "MANIFEST.tsv" in msg
+    assert "unset AIFS_DATA_MIRROR" in msg
+    assert not (aifs_dirs["data"] / fake_mnist.files[1].relpath).exists()
+
+
+def test_a_corrupt_cache_file_names_the_repair_command(fake_mnist, aifs_dirs):
+    prepare(fake_mnist)
+    _flip(aifs_dirs["data"] / fake_mnist.files[2].relpath)
+    with pytest.raises(ChecksumError, match=r"Fix: run `python -m shared.data fake_mnist` \(or `make data`\), which "
+                                            "replaces it with a verified copy"):
+        prepare(fake_mnist)
+
+
+def test_the_doctor_replaces_a_corrupt_file_with_a_verified_copy_and_says_so(fake_mnist, aifs_dirs, capsys):
+    from shared.data.fetch import inspect
+
+    prepare(fake_mnist)
+    victim = aifs_dirs["data"] / fake_mnist.files[0].relpath
+    good = victim.read_bytes()
+    _flip(victim)
+    assert doctor(["fake_mnist", "--check"]) == 1
+    out = capsys.readouterr().out
+    assert f"[corrupt ] {fake_mnist.files[0].relpath}" in out
+    assert "`python -m shared.data fake_mnist` replaces it" in out
+    assert victim.read_bytes() != good  # --check changes nothing
+    assert doctor(["fake_mnist"]) == 0
+    out = capsys.readouterr().out
+    assert f"[repaired] {fake_mnist.files[0].relpath} (mirror " in out
+    assert "the cached copy was corrupt (expected sha256" in out
+    assert out.count("[verified]") == 3
+    assert victim.read_bytes() == good
+    assert [s.state for s in inspect(fake_mnist)] == ["verified"] * 4
+    prepare(fake_mnist)
+
+
+def test_the_doctor_keeps_a_corrupt_file_when_no_verified_copy_can_be_had(fake_mnist, aifs_dirs, capsys, monkeypatch):
+    prepare(fake_mnist)
+    victim = aifs_dirs["data"] / fake_mnist.files[0].relpath
+    _flip(victim)
+    corrupt = victim.read_bytes()
+    monkeypatch.setenv("AIFS_DATA_MIRROR", str(aifs_dirs["mirror"] / "elsewhere"))
+    assert doctor(["fake_mnist"]) == 1
+    out = capsys.readouterr().out
+    assert f"[corrupt ] {fake_mnist.files[0].relpath}" in out
+    assert "(corrupt: expected sha256" in out
+    assert "kept until a verified copy replaces it" in out
+    assert victim.read_bytes() == corrupt  # nothing deleted
+
+
+def test_the_doctor_repairs_a_file_without_a_registered_sha256_against_its_pin(aifs_dirs, monkeypatch, capsys):
+    from shared.data.fetch import pin_path
+
+    spec, cached = _unpinned(aifs_dirs, monkeypatch)
+    prepare(spec)
+    pin = pin_path(cached).read_text()
+    good = cached.read_bytes()
+    cached.write_bytes(good.replace(b"a story", b"A story"))
+    assert doctor(["unpinned"]) == 0
+    assert "[repaired] unpinned/x.txt" in capsys.readouterr().out
+    assert cached.read_bytes() == good
+    assert pin_path(cached).read_text() == pin
+    (aifs_dirs["mirror"] / spec.files[0].relpath).write_bytes(good.replace(b"another", b"Another"))  # same size
+    cached.write_bytes(b"x" * len(good))
+    with pytest.raises(ChecksumError, match=r"from the mirror .* pinned .* delete .*x.txt.sha256 to accept it"):
+        prepare_file(spec.files[0], repair=True)
+    assert cached.read_bytes() == b"x" * len(good)  # the mirror copy did not match the pin: nothing replaced

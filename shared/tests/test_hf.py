@@ -239,21 +239,24 @@ def test_from_hf_refuses_what_the_gpt_cannot_express(field, make):
 
 def test_tokenizer_round_trip_and_refusals(tmp_path):
     from shared.data.bpe import train_bpe
+    from shared.data.spm_tokenizer import train_sentencepiece
     from shared.data.text import CharTokenizer
     from shared.data.tokenizer import load_tokenizer
     from shared.testing import fake_documents
 
+    spm = train_sentencepiece(fake_documents(300), vocab_size=400)
     tok = train_bpe(fake_documents(300), vocab_size=400)
-    m = random_gpt(replace(CASES["llama"], vocab_size=tok.vocab_size))
-    out = save_hf(m, tmp_path / "export", tokenizer=tok)
-    record = json.loads((out / EXPORT_FILE).read_text())
-    assert record["tokenizer_sha256"] == tok.sha256
-    assert record["tokenizer_file"] == "tokenizer.model"
-    reloaded = load_tokenizer(out)
-    assert type(reloaded).__name__ == "BPETokenizer"
-    assert reloaded.sha256 == tok.sha256
-    config = json.loads((out / "config.json").read_text())
-    assert (config["bos_token_id"], config["eos_token_id"], config["pad_token_id"]) == (tok.bos_id, tok.eos_id, tok.pad_id)
+    for t, name in ((tok, "tokenizer.bpe.json"), (spm, "tokenizer.model")):
+        m = random_gpt(replace(CASES["llama"], vocab_size=t.vocab_size))
+        out = save_hf(m, tmp_path / f"export-{name}", tokenizer=t)
+        record = json.loads((out / EXPORT_FILE).read_text())
+        assert record["tokenizer_sha256"] == t.sha256
+        assert record["tokenizer_file"] == name
+        reloaded = load_tokenizer(out)
+        assert type(reloaded) is type(t)
+        assert reloaded.sha256 == t.sha256
+        config = json.loads((out / "config.json").read_text())
+        assert (config["bos_token_id"], config["eos_token_id"], config["pad_token_id"]) == (t.bos_id, t.eos_id, t.pad_id)
     # a tokenizer with more ids than the model has embeddings is refused, and nothing is written
     with pytest.raises(ValueError, match="400 ids but the model only 37"):
         save_hf(random_gpt(CASES["gpt2"]), tmp_path / "refused", tokenizer=tok)

@@ -1,8 +1,13 @@
-"""The library's LM data path: corpus -> tokenizer -> packed streams, per namespace, each stage reused once it verifies."""
+"""The library's LM data path: corpus -> tokenizer (hand BPE or sentencepiece) -> packed streams, per namespace, each
+stage reused once it verifies."""
 
 import numpy as np
+import pytest
 
+from shared.data.bpe import BPETokenizer
 from shared.data.lm import LMDataConfig, prepare_lm_data
+from shared.data.spm_tokenizer import SentencePieceTokenizer
+from shared.data.tokenizer import TokenizerError, load_tokenizer
 from shared.testing import fake_documents
 
 
@@ -26,3 +31,29 @@ def test_prepare_lm_data_builds_then_reuses_verified_outputs_per_namespace(tmp_p
     other = prepare_lm_data(cfg, "week98", block_size=16, roundtrip_docs=20)  # another week's own folders
     assert not other.tokenizer.skipped
     assert other.packed.dir != first.packed.dir
+
+
+def test_both_tokenizer_kinds_coexist_and_an_unknown_kind_names_data_tokenizer(tmp_path, aifs_dirs):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i, doc in enumerate(fake_documents(100)):
+        (folder / f"{i:03d}.txt").write_text(doc)
+    out = {}
+    for kind, cls in (("bpe", BPETokenizer), ("sentencepiece", SentencePieceTokenizer)):
+        cfg = LMDataConfig(corpus=str(folder), vocab_size=400, tokenizer=kind)
+        out[kind] = data = prepare_lm_data(cfg, "week99", block_size=16, roundtrip_docs=10)
+        assert isinstance(data.tokenizer.tokenizer, cls)
+        assert isinstance(load_tokenizer(data.tokenizer.path), cls)
+        assert data.tokenizer.roundtrip_ok == data.tokenizer.roundtrip_n
+        assert data.tokenizer.edge_cases_ok
+        assert data.train.dtype == np.uint16  # the same packed format whichever tokenizer made it
+        assert int((np.asarray(data.val) == data.tokenizer.tokenizer.bos_id).sum()) == len(data.corpus.val)
+    assert out["bpe"].tokenizer.path.name.endswith(".bpe.json")
+    assert out["sentencepiece"].tokenizer.path.suffix == ".model"
+    assert out["bpe"].tokenizer.path.parent == out["sentencepiece"].tokenizer.path.parent
+    assert out["bpe"].packed.dir != out["sentencepiece"].packed.dir
+    again = prepare_lm_data(LMDataConfig(corpus=str(folder), vocab_size=400), "week99", block_size=16, roundtrip_docs=10)
+    assert again.tokenizer.skipped  # the sentencepiece run left the BPE's files alone
+    assert again.packed.skipped
+    with pytest.raises(TokenizerError, match="data.tokenizer='wordpiece'.*bpe, sentencepiece"):
+        prepare_lm_data(LMDataConfig(corpus=str(folder), tokenizer="wordpiece"), "week99", block_size=16)

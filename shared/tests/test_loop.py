@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from shared.checkpoint import CheckpointError, FileCheckpointer
 from shared.models.gpt import GPT, GPTConfig
 from shared.tasks.lm import IGNORE_INDEX, LMTask, causal_lm_loss
-from shared.testing import DEBUG_GPT, debug_token_stream, spawn_ranks
+from shared.testing import DEBUG_GPT, SPAWN_TIMEOUT_S, debug_token_stream, spawn_ranks
 from shared.tracking import FileLogger
 from shared.train.config import LoopConfig, OptimConfig, ScheduleConfig
 from shared.train.loop import fit
@@ -270,6 +270,7 @@ def _ddp_worker(rank, out):
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.timeout(SPAWN_TIMEOUT_S + 120)  # pytest's own limit (pyproject) must not cut the ranks' first
 def test_two_gloo_ranks_equal_one_process_at_the_same_global_batch(tmp_path):
     assert spawn_ranks(_ddp_worker, 2, (tmp_path,)) == [0, 0]
     _ddp_run(tmp_path, 1, 8)  # one process, micro-batch 2 x 4: the same global batch

@@ -62,3 +62,57 @@ def test_real_mnist_splits_and_ranges():
     assert 0.12 < s.mean < 0.14
     assert 0.30 < s.std < 0.32
     assert torch.bincount(s.train.tensors[1], minlength=10).min() > 4000
+
+
+def test_an_unpacked_idx_file_is_never_read_so_flipped_bytes_in_it_change_nothing(fake_mnist, aifs_dirs):
+    """Older code unpacked the .gz next to itself and trusted the copy when newer: flipped label bytes there were
+    trained on while the .gz still verified. Now only the verified .gz is read (decompressed in memory)."""
+    import gzip
+    import os
+
+    from shared.data.mnist import load_raw
+    from shared.testing import fake_mnist_arrays
+
+    cfg = MNISTConfig(dataset="fake_mnist", val_size=100)
+    before = load_mnist(cfg, fake_mnist)
+    raw = aifs_dirs["data"] / "fake_mnist" / "MNIST" / "raw"
+    for gz in raw.glob("*.gz"):  # a stale unpacked copy of each file, newer than its .gz, with flipped bytes
+        unpacked = bytearray(gzip.decompress(gz.read_bytes()))
+        unpacked[-50:] = bytes(b ^ 0x01 for b in unpacked[-50:])
+        gz.with_suffix("").write_bytes(bytes(unpacked))
+        os.utime(gz, (0, 0))
+    after = load_mnist(cfg, fake_mnist)
+    for a, b in zip((before.train, before.val, before.test), (after.train, after.val, after.test), strict=True):
+        assert torch.equal(a.tensors[0], b.tensors[0])
+        assert torch.equal(a.tensors[1], b.tensors[1])
+    images, labels = fake_mnist_arrays(600, 0)
+    x, y, _, _ = load_raw(fake_mnist)
+    assert torch.equal(x, torch.from_numpy(images))
+    assert torch.equal(y, torch.from_numpy(labels).long())
+
+
+def test_a_corrupt_archive_is_an_error_naming_the_repair_not_silent_data(fake_mnist, aifs_dirs):
+    load_mnist(MNISTConfig(dataset="fake_mnist", val_size=100), fake_mnist)
+    gz = aifs_dirs["data"] / fake_mnist.files[1].relpath  # the training labels
+    data = bytearray(gz.read_bytes())
+    data[-20] ^= 0x01
+    gz.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match=r"train-labels-idx1-ubyte.gz.*python -m shared.data fake_mnist"):
+        load_mnist(MNISTConfig(dataset="fake_mnist", val_size=100), fake_mnist)
+
+
+def test_read_idx_refuses_a_file_that_is_not_uint8_idx(tmp_path):
+    import gzip
+
+    from shared.data.mnist import read_idx
+
+    bad = tmp_path / "x-idx1-ubyte.gz"
+    bad.write_bytes(gzip.compress(b"\x00\x00\x0d\x01" + (3).to_bytes(4, "big") + b"abc"))  # 0x0d: float32
+    with pytest.raises(DatasetError, match="not a uint8 IDX file"):
+        read_idx(bad)
+    bad.write_bytes(gzip.compress(b"\x00\x00\x08\x01" + (5).to_bytes(4, "big") + b"abc"))  # 3 of 5 bytes
+    with pytest.raises(DatasetError, match=r"declares shape \(5,\), its data holds 3 bytes"):
+        read_idx(bad)
+    bad.write_bytes(b"not gzip")
+    with pytest.raises(DatasetError, match="not a readable gzip file"):
+        read_idx(bad)

@@ -72,3 +72,43 @@ def test_truncated_missing_or_foreign_files_are_clear_errors(tmp_path):
         open_token_file(path)
     with pytest.raises(TokenFileError, match="missing: run the pack stage"):
         open_token_file(tmp_path / "train.bin")
+
+
+def test_split_documents_reads_back_every_document_and_refuses_broken_framing(tmp_path, tok):
+    from shared.data.pack import split_documents
+
+    docs = [*fake_documents(15, seed=5), ""]  # an empty document is BOS, EOS
+    stream, _ = pack_documents(docs, tok)
+    path = write_token_file(tmp_path / "x.bin", stream, TokenFileMeta(len(stream), len(docs), str(stream.dtype),
+                                                                     tok.vocab_size, "sha", tok.bos_id, tok.eos_id))
+    back = split_documents(open_token_file(path)[0], tok.bos_id, tok.eos_id)
+    assert [tok.decode(ids) for ids in back] == docs
+    assert split_documents(np.zeros(0, dtype=np.uint16), tok.bos_id, tok.eos_id) == []
+    broken = stream.copy()
+    broken[len(broken) // 2] = tok.eos_id  # a stray EOS inside a document
+    with pytest.raises(TokenFileError, match="do not frame"):
+        split_documents(broken, tok.bos_id, tok.eos_id)
+    with pytest.raises(TokenFileError, match="do not frame"):
+        split_documents(stream[:-1], tok.bos_id, tok.eos_id)  # the last EOS cut off
+
+
+def test_a_token_file_whose_bytes_changed_after_packing_is_refused(tmp_path):
+    import json
+
+    from shared.data import pack
+
+    stream = np.arange(500, dtype=np.uint16)
+    path = write_token_file(tmp_path / "train.bin", stream, _meta(stream))
+    assert json.loads(path.with_suffix(".json").read_text())["sha256"]  # recorded at write time
+    open_token_file(path)
+    data = bytearray(path.read_bytes())
+    data[123] ^= 0x01  # same size: only the checksum can tell
+    path.write_bytes(bytes(data))
+    pack._VERIFIED.clear()  # a new process
+    with pytest.raises(TokenFileError, match=r"train.bin has sha256 .* the file is corrupt; re-run the pack stage"):
+        open_token_file(path)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    del meta["sha256"]  # a file packed before token files were checksummed
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(TokenFileError, match="records no sha256 of train.bin .* re-run the pack stage"):
+        open_token_file(path)

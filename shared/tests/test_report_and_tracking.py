@@ -5,8 +5,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
 
-from shared.report import WeeklyLog  # noqa: E402
+from shared.report import Check, WeeklyLog  # noqa: E402
 from shared.repro import environment  # noqa: E402
 from shared.results import append_run, read_runs  # noqa: E402
 from shared.tracking import FileLogger, MetricLogger, format_step  # noqa: E402
@@ -23,13 +24,35 @@ def test_weekly_log_writes_markdown_with_checks_tables_and_plots(tmp_path):
     log.check("good", True, "1.0", "> 0")
     log.check("bad", False, "-1.0", "> 0")
     text = log.write().read_text()
-    assert "## Checks: 1/2 PASS" in text
+    assert "## Checks: 1 PASS, 0 SKIP, 1 FAIL (of 2)" in text
     assert "PASS" in text.split("good")[1][:80]
     assert "FAIL" in text.split("bad")[1][:80]
     assert "![a curve](week99/curve.png)" in text
     assert (tmp_path / "week99" / "curve.png").stat().st_size > 1000
     assert pd.read_csv(tmp_path / "week99" / "numbers.csv").b.tolist() == [0.5, 0.25]
     assert not log.all_passed
+
+
+def test_skip_is_reported_with_its_reason_and_never_as_pass(tmp_path):
+    log = WeeklyLog("week99", "Week 99", tmp_path)
+    log.check("measured", True, "1.0", "> 0")
+    log.add(Check.skip("needs gpu", "needs a GPU", ">= 94%"))
+    text = log.write().read_text()
+    assert "## Checks: 1 PASS, 1 SKIP, 0 FAIL (of 2)" in text
+    row = next(line for line in text.splitlines() if line.startswith("| needs gpu"))
+    assert "SKIP (needs a GPU)" in row
+    assert "PASS" not in row
+    assert log.all_passed  # a SKIP with its reason does not fail the week
+    assert not Check.skip("x", "why", "c").passed
+    log.check("broken", False, "0", "> 0")
+    assert not log.all_passed
+
+
+def test_check_refuses_unknown_status_and_a_skip_without_reason():
+    with pytest.raises(ValueError, match="PASS, FAIL or SKIP"):
+        Check("x", "MAYBE", "1", "c")
+    with pytest.raises(ValueError, match="reason"):
+        Check("x", "SKIP", "1", "c")
 
 
 def test_metric_logger_resume_drops_rows_after_the_checkpoint(tmp_path):
@@ -88,7 +111,7 @@ def test_finish_writes_the_log_and_returns_the_exit_code(tmp_path, capsys):
     log.check("a", True, "1", "> 0")
     assert log.finish(1.5) == 0
     assert (tmp_path / "week99.md").is_file()
-    assert "1/1 checks PASS, 1.5 s" in capsys.readouterr().out
+    assert "(checks: 1 PASS, 0 SKIP, 0 FAIL (of 1), 1.5 s)" in capsys.readouterr().out
     log.check("b", False, "0", "> 0")
     assert log.finish(2.0) == 1
     assert log_dir("week99", "smoke").parts[-3:] == ("week99", "smoke", "log")  # CI never writes into docs/

@@ -67,3 +67,17 @@ def test_git_dirty_ignores_the_generated_weekly_logs(tmp_path, monkeypatch):
     assert repro.environment()["git_dirty"] is False  # a week rewriting its own log is not a source change
     (tmp_path / "train.py").write_text("lr = 0.2\n")
     assert repro.environment()["git_dirty"] is True
+
+
+def test_a_copy_without_git_names_its_commit_and_dirtiness_from_the_environment(tmp_path, monkeypatch):
+    from shared import repro
+
+    monkeypatch.setattr(repro, "REPO_ROOT", tmp_path)  # no .git here: what tools/gpu_refs.py ships to a GPU
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # git must not find an outer repository
+    monkeypatch.delenv("AIFS_GIT_DIRTY", raising=False)
+    monkeypatch.setenv("AIFS_GIT_COMMIT", "0123456789abcdef")
+    env = repro.environment()
+    assert (env["git_commit"], env["git_dirty"]) == ("0123456789abcdef", None)
+    for flag, dirty in (("1", True), ("0", False)):
+        monkeypatch.setenv("AIFS_GIT_DIRTY", flag)
+        assert repro.environment()["git_dirty"] is dirty

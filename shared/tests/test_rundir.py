@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from shared.models.gpt import GPTConfig
+from shared.models.gpt import GPT, GPTConfig
 from shared.results import read_runs
 from shared.rundir import RunLockedError, finish_run, start_run
 from shared.tasks.lm import LMTaskConfig
@@ -81,3 +81,34 @@ def test_pretrain_registers_a_finished_run_once_and_reuses_it(aifs_dirs):
     assert reused.record == done.record
     assert [r["run_id"] for r in read_runs()] == [done.run.run_id]  # one line per finished run
     assert reused.fit.evals == done.fit.evals  # the step-0 eval was not repeated
+
+
+def test_pretrain_refuses_too_little_data_or_a_run_that_cannot_fit_before_opening_a_run(aifs_dirs):
+    from dataclasses import replace
+
+    import torch
+
+    from shared.config import ConfigError
+    from shared.data.sampling import TooFewTokensError
+    from shared.train.pretrain import check_fits, training_bytes
+
+    data = debug_token_stream()
+    setup = _setup()
+    with pytest.raises(TooFewTokensError, match=r"the validation split has 5 tokens, too few for model.block_size=8"):
+        pretrain("test", "lm", "smoke", {"x": 1}, setup, data[:3600], data[:5])
+    huge = replace(setup, model=replace(setup.model, block_size=2**20))  # 1M tokens of context
+    weights, attention = training_bytes(huge)
+    assert attention == 1 * 8 * 2 * 2**40 * 4  # n_layer x micro_batch x n_head x T^2 x fp32: 64 TiB
+    assert weights == 16 * sum(p.numel() for p in GPT(huge.model).parameters())  # fp32 weight, grad, 2 AdamW moments
+    with pytest.raises(ConfigError) as e:
+        check_fits(huge, torch.device("cpu"))
+    msg = str(e.value)
+    assert "model.block_size=1048576 squared x loop.micro_batch=8 x model.n_head=2 x model.n_layer=1" in msg
+    assert "Fix: lower model.block_size or loop.micro_batch" in msg
+    assert "model.attn_backend=torch" in msg
+    check_fits(replace(huge, model=replace(huge.model, attn_backend="torch")), torch.device("cpu"))  # no T x T
+    wide = replace(setup, model=replace(setup.model, block_size=3000),  # fits the data
+                   loop=replace(setup.loop, micro_batch=2**20))  # but a million windows a batch: 2**20 x 3000^2 x ...
+    with pytest.raises(ConfigError, match=r"this run needs at least .* loop.micro_batch=1048576"):
+        pretrain("test", "lm", "smoke", {"x": 2}, wide, data, data)
+    assert not (aifs_dirs["runs"] / "test").exists()  # refused before a run folder was made

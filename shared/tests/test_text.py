@@ -57,3 +57,35 @@ def test_load_text_reads_a_registered_corpus_through_the_mirror(fake_text):
     text = load_text("fake_text")
     assert len(text) >= 20_000
     assert "to be or not to be," in text
+
+
+def test_too_little_data_for_the_block_size_is_a_project_error_naming_the_key_and_the_fix():
+    from shared.data.fetch import DatasetError
+    from shared.data.sampling import TooFewTokensError
+
+    with pytest.raises(TooFewTokensError) as e:
+        BlockDataset(torch.arange(100), block_size=256, what="the validation split")
+    assert isinstance(e.value, DatasetError)  # explained by shared.cli.run_week
+    assert str(e.value) == ("the validation split has 100 tokens, too few for model.block_size=256: one window needs "
+                            "block_size + 1 = 257 tokens. Fix: lower model.block_size to at most 99, or give it more "
+                            "text (a larger corpus; for the validation split, a larger data.val_frac).")
+    with pytest.raises(TooFewTokensError, match="model.block_size=64"):
+        random_batch(torch.arange(10), 2, 64, seed=0, index=0)
+
+
+def test_load_text_of_a_registered_file_that_is_not_utf8_names_it(aifs_dirs, monkeypatch):
+    import hashlib
+
+    from shared.data import registry
+    from shared.data.corpus import CorpusError
+    from shared.data.registry import DatasetSpec, FileSpec
+
+    blob = "na\u00efve".encode("latin-1")
+    (aifs_dirs["mirror"] / "latin").mkdir()
+    (aifs_dirs["mirror"] / "latin" / "input.txt").write_bytes(blob)
+    spec = DatasetSpec("latin", (FileSpec("latin/input.txt", hashlib.sha256(blob).hexdigest(), len(blob)),),
+                       license="-", description="-")
+    monkeypatch.setitem(registry.REGISTRY, spec.name, spec)
+    monkeypatch.setenv("AIFS_DATA_MIRROR", str(aifs_dirs["mirror"]))
+    with pytest.raises(CorpusError, match=r"latin/input.txt is not UTF-8 text: byte 0xef at offset 2"):
+        load_text("latin")

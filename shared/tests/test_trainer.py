@@ -1,4 +1,6 @@
 import math
+import os
+import signal
 
 import pandas as pd
 import pytest
@@ -96,3 +98,40 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path):
                       TrainConfig(epochs=1, device="cpu"), tmp_path, FileLogger(tmp_path, "r", 0, tensorboard=False))
     with pytest.raises(NonFiniteLossError, match="step 0.*(?i:learning rate)"):
         trainer.fit()
+
+
+class _CtrlCAt(TensorDataset):
+    """Sends Ctrl-C to this process when the ``at``-th batch is fetched (batch_loader fetches whole batches)."""
+
+    def __init__(self, ds: TensorDataset, at: int):
+        super().__init__(*ds.tensors)
+        self.at, self.calls = at, 0
+
+    def __getitem__(self, index):
+        self.calls += 1
+        if self.calls == self.at + 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().__getitem__(index)
+
+
+def _trainer(run_dir, train_ds, cfg):
+    torch.manual_seed(cfg.seed)
+    model = SoftmaxRegression()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9)
+    return Trainer(model, opt, batch_loader(train_ds, 32, shuffle=True, seed=cfg.seed),
+                   batch_loader(_data(64, seed=1), 64, shuffle=False), cfg, run_dir,
+                   FileLogger(run_dir, "r", 0, tensorboard=False))
+
+
+def test_ctrl_c_finishes_the_step_saves_it_and_the_run_resumes_exactly(tmp_path):
+    cfg = TrainConfig(epochs=2, lr=0.1, device="cpu", progress=False)
+    full = _trainer(tmp_path / "full", _data(), cfg)
+    full.fit()
+    cut = _trainer(tmp_path / "cut", _CtrlCAt(_data(), at=5), cfg)
+    with pytest.raises(KeyboardInterrupt):
+        cut.fit()
+    assert cut.checkpointer.path("last").name == "step-00000006"  # the step in flight finished and was saved
+    resumed = _trainer(tmp_path / "cut", _data(), cfg)
+    resumed.fit()
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k

@@ -54,9 +54,11 @@ class FitResult:
 
 
 @contextmanager
-def _stop_at_step_boundary() -> Iterator[dict[str, bool]]:
+def stop_at_step_boundary() -> Iterator[dict[str, bool]]:
     """While active, the first Ctrl-C only sets ``flag["stop"]`` (the loop saves after the current step and raises
-    KeyboardInterrupt); a second one interrupts at once. Outside the main thread signals cannot be caught: no-op."""
+    KeyboardInterrupt, which :func:`shared.cli.run_week` turns into one line and exit status 130); a second one
+    interrupts at once. Outside the main thread signals cannot be caught: no-op. Both step loops use it (this one
+    and :class:`shared.train.trainer.Trainer`)."""
     flag = {"stop": False}
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -201,7 +203,7 @@ class _Loop:
                    disable=not (cfg.progress and progress_enabled()))
         self.model.train()
         try:
-            with _stop_at_step_boundary() as interrupt:
+            with stop_at_step_boundary() as interrupt:
                 if p["step"] == 0 and not p["evals"]:
                     self.evaluate()  # the untrained model (its loss should be about ln(vocab_size)), once per run
                 t_log, since_log, tokens_since = time.perf_counter(), 0, 0

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared.amp import autocast
+from shared.data.sampling import check_stream_length
 
 
 @torch.no_grad()
@@ -32,12 +33,18 @@ def stream_loss(model: nn.Module, data: torch.Tensor | np.ndarray, block_size: i
         ``{"loss": nats/token, "perplexity": exp(loss), "tokens": predicted tokens}``.
 
     Raises:
-        ValueError: the stream holds fewer than ``block_size + 1`` tokens.
+        TooFewTokensError: the stream (its first ``max_tokens``) holds fewer than ``block_size + 1`` tokens.
+        ValueError: ``batch_size`` < 1 or ``max_tokens`` < 0.
     """
+    if batch_size < 1 or max_tokens < 0:
+        raise ValueError(f"stream_loss needs batch_size >= 1 and max_tokens >= 0, got {batch_size} and {max_tokens}")
     n = min(len(data), max_tokens) if max_tokens else len(data)
+    if max_tokens and max_tokens < len(data):
+        check_stream_length(n, block_size, f"the eval stream cut at max_tokens={max_tokens:,}",
+                            f"raise max_tokens to at least {block_size + 1:,}, or set it to 0 (every token)")
+    check_stream_length(n, block_size, "the eval stream", "evaluate on a longer stream (the model's block_size is "
+                        "fixed by its training)")
     n_blocks = (n - 1) // block_size
-    if n_blocks < 1:
-        raise ValueError(f"{n} tokens are too few for one eval window of block_size + 1 = {block_size + 1}")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -70,3 +77,9 @@ def unigram_loss(train: np.ndarray | torch.Tensor, val: np.ndarray | torch.Tenso
     log_p = np.log(counts / counts.sum())
     loss = float(-log_p[np.asarray(val, dtype=np.int64)].mean())
     return {"loss": loss, "perplexity": math.exp(loss)}
+
+
+def bits_per_byte(loss: float, tokens: int, utf8_bytes: int) -> float:
+    """Nats per token -> bits per byte of text: ``loss * tokens / (utf8_bytes * ln 2)``. Unlike perplexity it does
+    not depend on the tokenizer, so models with different vocabularies (or a char model) compare on it."""
+    return loss * tokens / (utf8_bytes * math.log(2))

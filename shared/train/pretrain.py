@@ -7,6 +7,7 @@ config), seed and build the GPT, build the optimizer from its param groups, trai
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ import numpy as np
 import torch
 
 from shared.checkpoint import FileCheckpointer
+from shared.config import ConfigError
+from shared.data.sampling import check_stream_length
 from shared.device import resolve_device
 from shared.dist import init_distributed
 from shared.flops import mfu_peak
@@ -62,6 +65,54 @@ class LMRun:
     record: dict[str, Any] | None  # the registry record (None until the run finishes)
 
 
+def device_memory_bytes(device: torch.device) -> int | None:
+    """Total memory of ``device`` in bytes (a GPU's, or the machine's RAM for the CPU); None when unknown."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    if device.type == "cpu":
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, OSError, ValueError):
+            return None
+    return None
+
+
+def training_bytes(setup: LMSetup) -> tuple[int, int]:
+    """A lower bound on one rank's training memory: ``(weights + gradients + optimizer state, attention
+    matrices)`` in bytes. The model is built on the meta device (nothing allocated) to count its parameters; the
+    hand-written attention keeps each layer's (micro_batch, n_head, T, T) probabilities for the backward pass
+    (``attn_backend=torch`` keeps no T x T matrix)."""
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in GPT(setup.model).parameters())
+    state = 4 + 4 + (8 if setup.optim.name == "adamw" else 4)  # fp32 weight, gradient, moments (or momentum)
+    m, t = setup.model, setup.model.block_size
+    elem = 2 if setup.loop.precision in ("bf16", "fp16") else 4
+    attention = m.n_layer * setup.loop.micro_batch * m.n_head * t * t * elem if m.attn_backend == "manual" else 0
+    return n_params * state, attention
+
+
+def check_fits(setup: LMSetup, device: torch.device) -> None:
+    """Refuse, before anything is allocated, a run whose lower-bound memory (:func:`training_bytes`) exceeds the
+    device's (a context or a batch that would ask torch for terabytes).
+
+    Raises:
+        ConfigError: naming the sizes that set the bound and the fix.
+    """
+    have = device_memory_bytes(device)
+    weights, attention = training_bytes(setup)
+    if have is None or weights + attention <= have:
+        return
+    m, gib = setup.model, 2**30
+    raise ConfigError(
+        f"this run needs at least {(weights + attention) / gib:,.1f} GiB on {device}, which has {have / gib:,.1f} GiB: "
+        f"{weights / gib:,.1f} GiB of weights, gradients and optimizer state (model.n_layer={m.n_layer}, "
+        f"model.n_embd={m.n_embd}, model.vocab_size={m.vocab_size}) and {attention / gib:,.1f} GiB of attention "
+        f"matrices (model.block_size={m.block_size} squared x loop.micro_batch={setup.loop.micro_batch} x "
+        f"model.n_head={m.n_head} x model.n_layer={m.n_layer}). Fix: lower model.block_size or loop.micro_batch "
+        "(raise loop.grad_accum_steps to keep the global batch), use model.attn_backend=torch (no T x T matrix), "
+        "or make the model smaller.")
+
+
 def pretrain(week: str, name: str, profile: str, run_cfg: Any, setup: LMSetup, train: torch.Tensor | np.ndarray,
              val: torch.Tensor | np.ndarray, *, tokenizer_sha256: str | None = None, on_eval: OnEval | None = None,
              t_start: float | None = None, tensorboard: bool = True, parallel: Parallel | None = None,
@@ -81,12 +132,17 @@ def pretrain(week: str, name: str, profile: str, run_cfg: Any, setup: LMSetup, t
         checkpoint_meta: more JSON-able facts for every checkpoint's ``meta.json`` (e.g. the tokenizer's path).
 
     Raises:
+        TooFewTokensError: a split is shorter than one window of ``model.block_size + 1`` tokens.
+        ConfigError: the run cannot fit the device's memory (:func:`check_fits`).
         RunLockedError: the same run is running in another process.
         NonFiniteLossError, CheckpointError: see :func:`shared.train.loop.fit`.
     """
     loop = setup.loop
+    check_stream_length(len(train), setup.model.block_size, "the training split")
+    check_stream_length(len(val), setup.model.block_size, "the validation split")
     parallel = parallel or build_parallel(loop.parallel, init_distributed(device=loop.device))
     device = parallel.info.device if parallel.world_size > 1 else resolve_device(loop.device)  # a rank's own GPU
+    check_fits(setup, device)
     with start_run(week, name, profile, run_cfg) as run:
         skipped = run.finished
         if on_start is not None:

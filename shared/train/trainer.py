@@ -6,7 +6,8 @@ the checkpointer (:class:`shared.checkpoint.FileCheckpointer`), the parallel str
 (:class:`shared.parallel.Parallel`) and the metric logger. Exact resume works because every source of randomness is
 either restored from the checkpoint (RNG states) or a pure function of ``(seed, epoch)`` (the batch order, see
 :class:`shared.data.sampling.ResumableBatchSampler`), and the epoch is restarted at the batch where the checkpoint
-was taken.
+was taken. Ctrl-C stops at a step boundary as in the step loop: the current step finishes, is saved, and the run
+stops (a second Ctrl-C stops at once and saves nothing from inside a step).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from shared.parallel import Parallel
 from shared.repro import rng_state, set_rng_state
 from shared.tracking import MetricLogger, console, format_step, progress_enabled
 from shared.train.config import TrainConfig
+from shared.train.loop import stop_at_step_boundary
 from shared.train.step import NonFiniteLossError, train_step, xy_loss
 
 __all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "evaluate"]
@@ -186,6 +188,7 @@ class Trainer:
 
         Raises:
             NonFiniteLossError: the loss is NaN/inf (the message says where and what to try).
+            KeyboardInterrupt: Ctrl-C, after saving (see the module docstring).
         """
         from tqdm import tqdm
 
@@ -193,70 +196,83 @@ class Trainer:
         cfg, p, sampler = self.cfg, self.progress, self.train_loader.sampler
         k = cfg.grad_accum_steps
         self.model.train()
-        interrupted = False
-        try:
-            while p["epoch"] < cfg.epochs and not interrupted:
-                epoch = p["epoch"]
-                sampler.set_epoch(epoch, start_batch=p["batch"])
-                bar = tqdm(
-                    total=self.steps_per_epoch, initial=p["batch"] // k,
-                    desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                    disable=not (cfg.progress and progress_enabled()),
-                )
-                t_epoch = t_log = time.perf_counter()
-                seen = 0
-                batches = iter(self.train_loader)
-                while True:
-                    group = list(itertools.islice(batches, k))
-                    if len(group) < k:  # end of epoch (an incomplete accumulation group is skipped)
+        interrupted, in_step = False, False
+        with stop_at_step_boundary() as interrupt:
+            try:
+                while p["epoch"] < cfg.epochs and not interrupted:
+                    epoch = p["epoch"]
+                    sampler.set_epoch(epoch, start_batch=p["batch"])
+                    bar = tqdm(
+                        total=self.steps_per_epoch, initial=p["batch"] // k,
+                        desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                        disable=not (cfg.progress and progress_enabled()),
+                    )
+                    t_epoch = t_log = time.perf_counter()
+                    seen = 0
+                    batches = iter(self.train_loader)
+                    while True:
+                        group = list(itertools.islice(batches, k))
+                        if len(group) < k:  # end of epoch (an incomplete accumulation group is skipped)
+                            break
+                        if cfg.stop_at and p["step"] >= cfg.stop_at:
+                            interrupted = True
+                            self._save()
+                            break
+                        micro = [(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
+                                 for x, y in group]
+                        if self.train_transform is not None:
+                            micro = [(self.train_transform(x), y) for x, y in micro]
+                        in_step = True
+                        try:
+                            loss, _ = train_step(self.fwd, self.optimizer, micro, self.step_loss,
+                                                 precision=cfg.precision, scaler=self.scaler, parallel=self.parallel)
+                        except NonFiniteLossError as e:
+                            raise NonFiniteLossError(f"step {p['step']} (epoch {epoch}): {e}") from e
+                        if self.scheduler is not None:
+                            self.scheduler.step()
+                        p["step"] += 1
+                        p["batch"] += k
+                        in_step = False
+                        seen += sum(y.numel() for _, y in micro) * self.world_size
+                        bar.update(1)
+                        if p["step"] % cfg.log_every == 0:
+                            now = time.perf_counter()
+                            row = {
+                                "loss": self.parallel.all_reduce_mean(loss).item(),
+                                "lr": self.optimizer.param_groups[0]["lr"],
+                                "samples_per_sec": seen / max(now - t_log, 1e-9),
+                            }
+                            self.logger.log("train", p["step"], epoch, **row)
+                            bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{row['samples_per_sec']:,.0f}")
+                            t_log, seen = now, 0
+                        if interrupt["stop"]:  # the first Ctrl-C: this step is done, save it and stop
+                            self._save()
+                            raise KeyboardInterrupt
+                        if cfg.ckpt_every and p["step"] % cfg.ckpt_every == 0:
+                            self._save()
+                    bar.close()
+                    p["train_time_s"] += time.perf_counter() - t_epoch
+                    if interrupted:
                         break
-                    if cfg.stop_at and p["step"] >= cfg.stop_at:
-                        interrupted = True
-                        self._save()
-                        break
-                    micro = [(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)) for x, y in group]
-                    if self.train_transform is not None:
-                        micro = [(self.train_transform(x), y) for x, y in micro]
-                    try:
-                        loss, _ = train_step(self.fwd, self.optimizer, micro, self.step_loss, precision=cfg.precision,
-                                             scaler=self.scaler, parallel=self.parallel)
-                    except NonFiniteLossError as e:
-                        raise NonFiniteLossError(f"step {p['step']} (epoch {epoch}): {e}") from e
-                    if self.scheduler is not None:
-                        self.scheduler.step()
-                    p["step"] += 1
-                    p["batch"] += k
-                    seen += sum(y.numel() for _, y in micro) * self.world_size
-                    bar.update(1)
-                    if p["step"] % cfg.log_every == 0:
-                        now = time.perf_counter()
-                        row = {
-                            "loss": self.parallel.all_reduce_mean(loss).item(),
-                            "lr": self.optimizer.param_groups[0]["lr"],
-                            "samples_per_sec": seen / max(now - t_log, 1e-9),
-                        }
-                        self.logger.log("train", p["step"], epoch, **row)
-                        bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{row['samples_per_sec']:,.0f}")
-                        t_log, seen = now, 0
-                    if cfg.ckpt_every and p["step"] % cfg.ckpt_every == 0:
-                        self._save()
-                bar.close()
-                p["train_time_s"] += time.perf_counter() - t_epoch
-                if interrupted:
-                    break
-                val = evaluate(unwrap(self.model), self.val_loader, self.device)
-                p["epoch"], p["batch"], p["last_val"] = epoch + 1, 0, val
-                self.logger.log("val", p["step"], epoch + 1, loss=val["loss"], acc=val["acc"],
-                                train_time_s=p["train_time_s"])
-                console(format_step(p["step"], {"epoch": epoch + 1, "val_loss": val["loss"], "val_acc": val["acc"]}))
-                better = self._is_better(val[cfg.best_metric])
-                if better:
-                    p["best"] = {**val, "step": p["step"], "epoch": epoch + 1}
-                self._save(best=better)
-        except KeyboardInterrupt:
-            self._save()
-            console(f"interrupted: saved {self.checkpointer.path('last')}; run the same command again to resume")
-            raise
+                    val = evaluate(unwrap(self.model), self.val_loader, self.device)
+                    p["epoch"], p["batch"], p["last_val"] = epoch + 1, 0, val
+                    self.logger.log("val", p["step"], epoch + 1, loss=val["loss"], acc=val["acc"],
+                                    train_time_s=p["train_time_s"])
+                    console(format_step(p["step"], {"epoch": epoch + 1, "val_loss": val["loss"], "val_acc": val["acc"]}))
+                    better = self._is_better(val[cfg.best_metric])
+                    if better:
+                        p["best"] = {**val, "step": p["step"], "epoch": epoch + 1}
+                    self._save(best=better)
+            except KeyboardInterrupt:
+                if in_step:  # a second Ctrl-C inside a step: the weights and optimizer may be half-updated
+                    console(f"interrupted inside step {p['step']}: not saved; the same command resumes from "
+                            f"{self.checkpointer.path('last')}")
+                    raise
+                if not interrupt["stop"]:  # between steps (e.g. in an eval): the state is consistent
+                    self._save()
+                console(f"interrupted: saved step {p['step']} to {self.checkpointer.path('last')}; run the same "
+                        "command again to resume")
+                raise
         self.parallel.barrier()  # no rank starts using the checkpoints before rank 0 has written them
         return TrainResult(
             step=p["step"], epoch=p["epoch"], interrupted=interrupted, best=p["best"] or {},

@@ -2,6 +2,7 @@ import pytest
 
 from shared.cli import PROFILES
 from shared.config import ConfigError
+from shared.stats import compare
 from week01_scaffold import config
 from week01_scaffold.__main__ import main
 from week01_scaffold.report import classify_lrs
@@ -22,14 +23,11 @@ def test_cli_overrides_reach_the_config_and_bad_keys_are_named():
         config.load("smoke", ["train.lrate=0.05"])
 
 
-def test_lr_verdicts_are_relative_to_the_best():
-    def v(acc, loss):
-        return {"acc": acc, "loss": loss}
-
-    got = classify_lrs({1.0: v(0.90, 0.4), 0.1: v(0.92, 0.3), 0.01: v(0.89, 0.5)})
+def test_lr_verdicts_are_relative_to_the_best_and_respect_the_seed_spread():
+    got = classify_lrs(compare({1.0: [0.90, 0.901], 0.1: [0.92, 0.921], 0.01: [0.89, 0.891]}))
     assert got == {1.0: "overshoot", 0.1: "best", 0.01: "undershoot"}
-    tie = classify_lrs({1.0: v(0.92, 0.41), 0.1: v(0.92, 0.30)})  # equal accuracy: the lower loss wins
-    assert tie == {1.0: "overshoot", 0.1: "best"}
+    tie = classify_lrs(compare({1.0: [0.918, 0.921], 0.1: [0.92, 0.921], 0.01: [0.80, 0.81]}))
+    assert tie == {1.0: "tie with best", 0.1: "tied best", 0.01: "undershoot"}
 
 
 def test_week_runs_end_to_end_on_fake_mnist_and_writes_its_log(fake_mnist, aifs_dirs):
@@ -39,14 +37,14 @@ def test_week_runs_end_to_end_on_fake_mnist_and_writes_its_log(fake_mnist, aifs_
     assert main(args) == 0
     log = aifs_dirs["runs"] / "week01" / "smoke" / "log" / "week01.md"
     text = log.read_text()
-    assert "## Checks: 7/7 PASS" in text
-    assert "FAIL" not in text
+    assert "## Checks: 7 PASS, 0 SKIP, 0 FAIL (of 7)" in text
+    assert "| FAIL" not in text
     for asset in ("baseline_curves.png", "lr_ablation.png", "seeds.csv", "lr_ablation.csv", "data_summary.csv"):
         assert (log.parent / "week01" / asset).is_file(), asset
     assert not (aifs_dirs["logs"] / "week01.md").exists()  # smoke never writes docs/weekly-logs
     registry = (aifs_dirs["runs"] / "registry.jsonl").read_text().splitlines()
-    assert len(registry) == 5  # 3 seeds + 2 learning rates
+    assert len(registry) == 7  # 3 seeds + 2 learning rates x 2 seeds
 
     # Running the same command again reuses the finished runs: nothing new is registered.
     assert main(args) == 0
-    assert len((aifs_dirs["runs"] / "registry.jsonl").read_text().splitlines()) == 5
+    assert len((aifs_dirs["runs"] / "registry.jsonl").read_text().splitlines()) == 7

@@ -1,4 +1,5 @@
-"""Week 3: configs and ablation files, a short training run, the fit-signal logic, and the whole week on a fake CIFAR."""
+"""Week 3: configs and ablation files, a short training run, the fit-signal logic, and the whole week on a fake CIFAR
+(slow)."""
 
 import math
 
@@ -61,6 +62,11 @@ def test_fit_signal_calls_a_pair_confused_on_train_too_underfitting_else_overfit
     assert fit_signal(pair, separated_on_train, classes).startswith("overfitting")
 
 
+# The whole week (baseline, every ablation variant, error analysis, speed track): ~10 s on 2 idle cores, minutes on a
+# loaded machine, so it is a slow test (`make test-slow`; CI's `make week03 PROFILE=smoke` runs it on real CIFAR-10).
+# `make test` keeps its parts: test_week_parts.py (one ablation group tabulated with its files, the speed track
+# alone), the training run above, and the check functions in test_checks.py.
+@pytest.mark.slow
 def test_the_whole_week_on_a_fake_cifar_writes_every_table(fake_cifar, aifs_dirs):
     main(["--profile", "smoke", *FAKE])
     log_dir = aifs_dirs["runs"] / "week03" / "smoke" / "log"
@@ -71,7 +77,7 @@ def test_the_whole_week_on_a_fake_cifar_writes_every_table(fake_cifar, aifs_dirs
         assert len(table) == len(config.ablation_files(group))
         for src in table["config file"]:
             assert (REPO_ROOT / src.strip("`")).is_file()
-        assert "**Winner: `" in text
+    assert "**Winner: `" in text or "**Tie.**" in text  # fake CIFAR's 100 val images: seeds often tie
     pairs = pd.read_csv(log_dir / "week03" / "confusion_pairs.csv")
     assert pairs["fit signal"].str.match("(under|over)fitting").all()
     assert (log_dir / "week03" / "errors.png").stat().st_size > 10_000

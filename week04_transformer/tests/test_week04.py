@@ -3,7 +3,7 @@
 import pytest
 
 from shared.config import ConfigError
-from week04_transformer import checks, config
+from week04_transformer import components, config
 from week04_transformer.__main__ import main
 from week04_transformer.train import sample_steps
 
@@ -40,15 +40,15 @@ def test_samples_at_the_first_middle_and_last_eval():
 def test_component_test_counter_counts_passes_and_failures(tmp_path):
     f = tmp_path / "test_demo.py"
     f.write_text("def test_a():\n    pass\n\ndef test_b():\n    pass\n\ndef test_c():\n    assert 1 == 2\n")
-    count = checks.run_component_tests((str(f),))
+    count = components.run_component_tests((str(f),))
     assert (count.tests, count.passed, count.failures) == (3, 2, 1)
 
 
 def test_the_whole_week_runs_on_the_debug_corpus_and_writes_its_log(fake_text, aifs_dirs, monkeypatch):
-    monkeypatch.setattr(checks, "run_component_tests", lambda: checks.TestCount(9, 0, 0, 0, 0.1))
+    monkeypatch.setattr(components, "run_component_tests", lambda: components.TestCount(9, 0, 0, 0, 0.1))
     code = main(["--profile", "smoke", *DEBUG, "check.target_val_loss=3.5"])
     log = (aifs_dirs["runs"] / "week04" / "smoke" / "log" / "week04.md").read_text()
-    assert "## Checks: 7/7 PASS" in log, log
+    assert "## Checks: 7 PASS, 0 SKIP, 0 FAIL (of 7)" in log, log
     assert code == 0
     assert log.count("**Step ") == 3  # three samples
     assert "loss_curves.png" in log
@@ -56,7 +56,7 @@ def test_the_whole_week_runs_on_the_debug_corpus_and_writes_its_log(fake_text, a
 
 
 def test_a_second_run_of_the_same_config_resumes_and_says_so(fake_text, aifs_dirs, monkeypatch):
-    monkeypatch.setattr(checks, "run_component_tests", lambda: checks.TestCount(9, 0, 0, 0, 0.1))
+    monkeypatch.setattr(components, "run_component_tests", lambda: components.TestCount(9, 0, 0, 0, 0.1))
     args = ["--profile", "smoke", *DEBUG, "check.target_val_loss=3.5"]
     assert main([*args, "loop.stop_at=20"]) == 1  # stopped early: above the target, so that check fails
     main(args)

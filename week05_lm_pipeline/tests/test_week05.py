@@ -1,4 +1,5 @@
-"""Week 5: profiles, stages that skip verified outputs and redo broken ones, the eval CLI's errors, the whole pipeline."""
+"""Week 5: profiles, stages that skip verified outputs and redo broken ones, the eval CLI's errors, the whole pipeline
+(slow)."""
 
 import json
 
@@ -15,27 +16,13 @@ from week05_lm_pipeline.__main__ import main
 from week05_lm_pipeline.eval import evaluate_checkpoint
 from week05_lm_pipeline.eval import main as eval_main
 
-LINES = ["to be or not to be, that is the question.", "all the world's a stage, and all the men merely players.",
-         "the quick brown fox jumps over the lazy dog.", "now is the winter of our discontent."]
-
-
-@pytest.fixture
-def corpus_dir(tmp_path, aifs_dirs):
-    """A folder corpus of 120 small documents built from a few fixed lines (learnable in a few steps)."""
-    d = tmp_path / "corpus"
-    d.mkdir()
-    for i in range(4):
-        docs = [" ".join(LINES[(j + k) % 4] for k in range(1 + j % 3)) for j in range(i * 30, i * 30 + 30)]
-        docs = [f"{doc} ({i * 30 + n})" for n, doc in enumerate(docs)]  # distinct documents
-        (d / f"part{i}.txt").write_text("\n<|sep|>\n".join(docs))
-    return d
-
 
 def _overrides(corpus_dir):
     return [f"data.corpus={corpus_dir}", "data.separator=<|sep|>", "data.vocab_size=400", "model.block_size=16",
             "loop.max_steps=60", "loop.eval_every=30", "eval.max_tokens=0", "check.roundtrip_docs=50",
             "short.max_steps=30", "short.eval_every=15", "short.n_layer=1", "short.n_embd=32", "short.block_size=16",
-            "short.eval_tokens=0", "ablation.warmup_steps=5", "ablation.high_lr=1.0", "ladder.tuned_lrs=[0.01]",
+            "short.eval_tokens=0", "ablation.warmup_steps=5", "ablation.high_lrs=[1.0]", "ladder.tuned_lrs=[0.01]", "ladder.sgd_lrs=[0.1]",
+            "short.select_tokens=300",
             "bench.seq_lens=[8,16]", "bench.micro_batches=[2]", "bench.steps=1", "bench.warmup=0"]
 
 
@@ -76,18 +63,29 @@ def test_stages_skip_verified_outputs_and_redo_broken_ones(corpus_dir):
     assert redone.splits["val"].tokens == packed.splits["val"].tokens
 
 
+# The whole pipeline with its bench grid, ablation and ladder: ~8 s on 2 idle cores, minutes on a loaded machine, so it
+# is a slow test (`make test-slow`; CI's `make week05 PROFILE=smoke` runs it on the real text). `make test` keeps its
+# parts: test_week_parts.py (train -> eval CLI == evaluate_checkpoint, the tokenizer mismatch, stages alone reuse
+# what is on disk and write no log), the stage test above, and the check functions in test_checks.py.
+@pytest.mark.slow
 def test_the_whole_pipeline_passes_its_checks_and_the_eval_cli_agrees(corpus_dir, aifs_dirs, capsys):
-    assert main(["--profile", "smoke", *_overrides(corpus_dir)]) == 0
+    code = main(["--profile", "smoke", *_overrides(corpus_dir)])
     log = (aifs_dirs["runs"] / "week05" / "smoke" / "log" / "week05.md").read_text()
-    assert "## Checks: 9/9 PASS" in log, log
+    assert "(of 12)" in log, log
+    assert code == (1 if "| FAIL" in log else 0)
+    # the pipeline's own checks must pass on any corpus; the experiments' (ablation, ladder) need real sizes
+    for name in ("tokenizer round trip", "packing loses no token", "perplexity is reproducible",
+                 "beats the unigram baseline", "throughput is plausible", "peak memory is plausible"):
+        row = next(line for line in log.splitlines() if line.startswith(f"| {name}"))
+        assert row.split("|")[-2].strip() == "PASS", row
     best = next((aifs_dirs["runs"] / "week05" / "smoke").glob("gpt-*/checkpoints/best"))
     capsys.readouterr()
     assert eval_main([str(best), "--batch-size", "3"]) == 0
     cli = json.loads(capsys.readouterr().out)
     assert cli == evaluate_checkpoint(str(best), batch_size=3)
     assert cli["perplexity"] > 1.0
-    other = aifs_dirs["models"] / "other.model"
-    train_bpe(fake_documents(300), vocab_size=500).save(other)
+    other = aifs_dirs["models"] / "other.bpe.json"
+    train_bpe(fake_documents(300), vocab_size=300).save(other)
     with pytest.raises(CheckpointError, match="trained with a 448-id vocabulary"):
         evaluate_checkpoint(str(best), tokenizer=str(other))
     # every stage also runs alone, reusing what the full run left on disk and writing no log

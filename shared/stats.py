@@ -1,0 +1,78 @@
+"""Comparing variants measured over several seeds: a winner only when its lead is larger than the seed noise.
+
+An ablation that runs each variant once cannot tell a real effect from the seed-to-seed spread. Here every variant
+has ≥ 2 seeds; the best mean wins only when its margin over the runner-up's mean exceeds the larger of the two
+variants' seed ranges (max − min). With two seeds the range is the only spread there is (a t-test with one degree
+of freedom says nothing useful), and it is conservative: two variants whose seed ranges overlap are a tie.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome of :func:`compare`.
+
+    ``best`` has the best mean score; ``winner`` is ``best`` when its margin clears ``spread``, else ``None`` (a
+    tie). ``margin`` and ``spread`` are in the scores' units, ``margin >= 0`` (the best's lead over the runner-up).
+    ``min_seeds`` is the fewest seeds any variant had: below 2 the spread is unmeasured and nothing wins.
+    """
+
+    best: Hashable
+    runner_up: Hashable | None
+    means: dict
+    ranges: dict
+    margin: float
+    spread: float
+    min_seeds: int
+
+    @property
+    def winner(self) -> Hashable | None:
+        return self.best if self.decided else None
+
+    @property
+    def decided(self) -> bool:
+        """True when a runner-up exists, every variant has ≥ 2 seeds and the margin exceeds the spread."""
+        return self.runner_up is not None and self.min_seeds >= 2 and self.margin > self.spread
+
+    def describe(self, fmt=lambda x: f"{x:.4g}", unit: str = "", name=str) -> str:
+        """One sentence: ``"lr 0.1 wins by 0.46 pp (seed spread 0.07 pp)"`` or the tie and the margin it needed."""
+        if self.runner_up is None:
+            return f"{name(self.best)} is the only variant: nothing to compare"
+        if self.min_seeds < 2:
+            return (f"{name(self.best)} leads {name(self.runner_up)} by {fmt(self.margin)}{unit}, but with one seed "
+                    "the seed spread is unmeasured: no winner (run >= 2 seeds per variant)")
+        if self.decided:
+            return (f"{name(self.best)} wins by {fmt(self.margin)}{unit} over {name(self.runner_up)} "
+                    f"(seed spread {fmt(self.spread)}{unit})")
+        return (f"tie: {name(self.best)} leads {name(self.runner_up)} by {fmt(self.margin)}{unit}, inside the seed "
+                f"spread {fmt(self.spread)}{unit} (a winner needs a margin > {fmt(self.spread)}{unit})")
+
+
+def compare(scores: Mapping[Hashable, Sequence[float]], higher_is_better: bool = True) -> Comparison:
+    """Rank variants by their mean score over seeds and decide whether the best one really wins.
+
+    Args:
+        scores: variant -> one score per seed (e.g. final val accuracy per seed).
+        higher_is_better: False for losses.
+
+    Raises:
+        ValueError: no variants, or a variant without scores.
+    """
+    if not scores:
+        raise ValueError("compare() needs at least one variant")
+    empty = [k for k, v in scores.items() if len(v) == 0]
+    if empty:
+        raise ValueError(f"variants without scores: {empty}")
+    means = {k: statistics.fmean(v) for k, v in scores.items()}
+    ranges = {k: max(v) - min(v) for k, v in scores.items()}
+    order = sorted(means, key=lambda k: means[k], reverse=higher_is_better)
+    best = order[0]
+    runner_up = order[1] if len(order) > 1 else None
+    margin = abs(means[best] - means[runner_up]) if runner_up is not None else 0.0
+    spread = max(ranges[best], ranges[runner_up]) if runner_up is not None else ranges[best]
+    return Comparison(best, runner_up, means, ranges, margin, spread, min(len(v) for v in scores.values()))

@@ -1,0 +1,71 @@
+"""Week 1's checks: pure functions from the runs' numbers to a :class:`shared.report.Check` (each is fed a failing
+input in ``tests/test_checks.py``)."""
+
+from __future__ import annotations
+
+import statistics
+
+from shared.report import Check
+from shared.stats import Comparison
+
+CHANCE = 0.10  # ten balanced classes
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def loss_decreases(first: float, last: float, seed: int) -> Check:
+    """Mean train loss of the last window is below the first window's (the loop learns at all)."""
+    return Check.judge(f"loss decreases over steps (seed {seed})", last < first,
+                       f"mean loss first window {first:.4f} -> last window {last:.4f}", "last < first")
+
+
+def above_chance(accs: list[float]) -> Check:
+    """Every seed's final val accuracy beats guessing one of ten classes."""
+    return Check.judge("val acc > 10% (random guessing)", bool(accs) and min(accs) > CHANCE,
+                       f"min over {len(accs)} seeds {_pct(min(accs)) if accs else 'n/a'}", f"> {_pct(CHANCE)}")
+
+
+def reaches_accuracy(accs: list[float], target: float) -> Check:
+    """Mean final val accuracy over seeds reaches what softmax regression is known to reach on MNIST (~92%)."""
+    mean = statistics.fmean(accs) if accs else float("nan")
+    return Check.judge(f"val acc >= {_pct(target)} (softmax regression)", bool(accs) and mean >= target,
+                       f"mean final val acc {_pct(mean)}", f">= {_pct(target)}")
+
+
+def reload_exact(recorded: dict[str, float], reloaded: dict[str, float]) -> Check:
+    """The best checkpoint, loaded into a fresh model, gives bit-identical val loss and accuracy."""
+    exact = all(recorded[k] == reloaded[k] for k in ("loss", "acc"))
+    return Check.judge("reloaded best checkpoint reproduces val metrics exactly", exact,
+                       f"loss {reloaded['loss']!r} vs {recorded['loss']!r}, acc {reloaded['acc']!r} vs "
+                       f"{recorded['acc']!r}", "bitwise equal")
+
+
+def test_accuracy(test: dict[str, float], floor: float) -> Check:
+    """The held-out test accuracy of the best checkpoint, measured once, is close to val (no selection leak)."""
+    return Check.judge("test accuracy of the best checkpoint reported", test["acc"] >= floor,
+                       f"test acc {_pct(test['acc'])} (n={test['n']})", f">= {_pct(floor)}")
+
+
+test_accuracy.__test__ = False  # a check, not a pytest test
+
+
+def seeds_consistent(accs: list[float], trends: list[tuple[float, float]], max_std: float, min_seeds: int = 3) -> Check:
+    """At least ``min_seeds`` seeds, their final val accuracies within ``max_std`` (sample std) and every seed's
+    loss decreasing."""
+    std = statistics.stdev(accs) if len(accs) > 1 else float("nan")
+    down = sum(b < a for a, b in trends)
+    ok = len(accs) >= min_seeds and std <= max_std and down == len(trends)
+    return Check.judge(f"{min_seeds} seeds show consistent trends", ok,
+                       f"{len(accs)} seeds, std {100 * std:.3f} pp; loss decreased in {down}/{len(trends)} seeds",
+                       f">= {min_seeds} seeds, std <= {100 * max_std:.2f} pp and loss decreases for every seed")
+
+
+def lr_ablation_best(cmp: Comparison) -> Check:
+    """The LR ablation names a best lr only when its mean val accuracy over seeds leads the runner-up's by more
+    than the seed-to-seed spread (see :mod:`shared.stats`); a tie or a single seed fails the check."""
+    return Check.judge("LR ablation identifies the best lr", cmp.decided,
+                       cmp.describe(fmt=lambda x: f"{100 * x:.2f}", unit=" pp", name=lambda lr: f"lr {lr:g}"),
+                       ">= 2 seeds per lr; the best mean val acc leads the runner-up by more than the larger seed "
+                       "range (max - min) of the two")

@@ -1,0 +1,52 @@
+"""Every week-1 check, fed one passing and one failing result."""
+
+from shared.stats import compare
+from week01_scaffold import checks
+
+
+def test_loss_decreases():
+    assert checks.loss_decreases(0.6, 0.2, 0).status == "PASS"
+    assert checks.loss_decreases(0.6, 0.7, 0).status == "FAIL"
+
+
+def test_above_chance():
+    assert checks.above_chance([0.92, 0.91]).status == "PASS"
+    assert checks.above_chance([0.92, 0.09]).status == "FAIL"
+    assert checks.above_chance([]).status == "FAIL"
+
+
+def test_reaches_accuracy():
+    assert checks.reaches_accuracy([0.92, 0.921], 0.91).status == "PASS"
+    assert checks.reaches_accuracy([0.90, 0.905], 0.91).status == "FAIL"
+
+
+def test_reload_exact():
+    a = {"loss": 0.2869, "acc": 0.9234}
+    assert checks.reload_exact(a, dict(a)).status == "PASS"
+    assert checks.reload_exact(a, {"loss": 0.2869 + 1e-12, "acc": 0.9234}).status == "FAIL"
+
+
+def test_test_accuracy():
+    assert checks.test_accuracy({"acc": 0.925, "n": 10000}, 0.90).status == "PASS"
+    assert checks.test_accuracy({"acc": 0.85, "n": 10000}, 0.90).status == "FAIL"
+
+
+def test_seeds_consistent():
+    down = [(0.6, 0.2)] * 3
+    assert checks.seeds_consistent([0.921, 0.922, 0.923], down, 0.005).status == "PASS"
+    assert checks.seeds_consistent([0.90, 0.92, 0.94], down, 0.005).status == "FAIL"  # spread too wide
+    assert checks.seeds_consistent([0.921, 0.922, 0.923], [(0.6, 0.2), (0.6, 0.7), (0.6, 0.2)], 0.005).status == "FAIL"
+    assert checks.seeds_consistent([0.921, 0.922], down[:2], 0.005).status == "FAIL"  # fewer than three seeds
+
+
+def test_lr_ablation_names_a_winner_only_outside_the_seed_spread():
+    clear = compare({1.0: [0.914, 0.916], 0.1: [0.919, 0.920], 0.01: [0.90, 0.901]})
+    assert checks.lr_ablation_best(clear).status == "PASS"
+    assert clear.winner == 0.1
+    tie = compare({1.0: [0.915, 0.921], 0.1: [0.919, 0.920]})  # 0.1 leads by 0.15 pp, 1.0's seeds span 0.6 pp
+    c = checks.lr_ablation_best(tie)
+    assert c.status == "FAIL"
+    assert "tie" in c.measured
+    assert tie.winner is None
+    one_seed = compare({1.0: [0.90], 0.1: [0.95]})
+    assert checks.lr_ablation_best(one_seed).status == "FAIL"
