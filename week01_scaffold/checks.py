@@ -62,10 +62,19 @@ def seeds_consistent(accs: list[float], trends: list[tuple[float, float]], max_s
                        f">= {min_seeds} seeds, std <= {100 * max_std:.2f} pp and loss decreases for every seed")
 
 
-def lr_ablation_best(cmp: Comparison) -> Check:
-    """The LR ablation names a best lr only when its mean val accuracy over seeds leads the runner-up's by more
-    than the seed-to-seed spread (see :mod:`shared.stats`); a tie or a single seed fails the check."""
-    return Check.judge("LR ablation identifies the best lr", cmp.decided,
-                       cmp.describe(fmt=lambda x: f"{100 * x:.2f}", unit=" pp", name=lambda lr: f"lr {lr:g}"),
-                       ">= 2 seeds per lr; the best mean val acc leads the runner-up by more than the larger seed "
-                       "range (max - min) of the two")
+def lr_ablation_brackets(cmp: Comparison, verdict: dict[float, str]) -> Check:
+    """The LR ablation shows both failure modes around its best lr: some smaller lr *undershoots* and some larger
+    one *overshoots*, each losing to the best by more than the seed spread (``verdict`` from
+    ``report.classify_lrs``). A single best lr is named only when it leads the runner-up by more than the spread
+    (see :mod:`shared.stats`); otherwise the best lrs are a tie, reported as one. Fails on fewer than 2 seeds."""
+    under = [lr for lr, v in verdict.items() if v == "undershoot"]
+    over = [lr for lr, v in verdict.items() if v == "overshoot"]
+    best = [lr for lr, v in verdict.items() if v in ("best", "tied best", "tie with best")]
+    ok = cmp.min_seeds >= 2 and bool(under) and bool(over)
+    top = cmp.describe(fmt=lambda x: f"{100 * x:.2f}", unit=" pp", name=lambda lr: f"lr {lr:g}")
+    return Check.judge("LR ablation brackets the best lr", ok,
+                       f"{top}; best{'' if cmp.decided else ' (tied)'}: {', '.join(f'{x:g}' for x in sorted(best))}; "
+                       f"undershoot: {', '.join(f'{x:g}' for x in sorted(under)) or 'none'}; overshoot: "
+                       f"{', '.join(f'{x:g}' for x in sorted(over)) or 'none'}",
+                       ">= 2 seeds per lr; a smaller and a larger lr each lose to the best by more than the seed "
+                       "range (max - min); one best is named only beyond that range, else a tie")

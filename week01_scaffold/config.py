@@ -19,7 +19,7 @@ class ExperimentConfig:
     """What the week runs besides the baseline."""
 
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # the baseline is rerun with each
-    lr_grid: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.01, 0.001])  # LR ablation points
+    lr_grid: list[float] = field(default_factory=lambda: [10.0, 1.0, 0.1, 0.01, 0.001])  # LR ablation points
     lr_seeds: list[int] = field(default_factory=lambda: [0, 1])  # each point runs once per seed (>= 2: the spread)
     ablation_epochs: int = at_least(1, 1)  # epochs per LR ablation run (short on purpose)
     min_val_acc: float = 0.91  # softmax regression must reach this val accuracy

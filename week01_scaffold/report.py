@@ -182,7 +182,7 @@ def build_log(
     log.plot(plot_lr({lr: runs[0] for lr, runs in lr_runs.items()}), "lr_ablation",
              "LR ablation: train loss per step (EMA, seed 0), all learning rates in one figure")
     log.table(lr_df, "lr_ablation")
-    log.add(checks.lr_ablation_best(cmp))
+    log.add(checks.lr_ablation_brackets(cmp, verdict))
 
     steps = sum(r.record["metrics"]["steps"] for r in seeds)
     train_s = sum(r.record["train_time_s"] for r in seeds)

@@ -39,14 +39,20 @@ def test_seeds_consistent():
     assert checks.seeds_consistent([0.921, 0.922], down[:2], 0.005).status == "FAIL"  # fewer than three seeds
 
 
-def test_lr_ablation_names_a_winner_only_outside_the_seed_spread():
-    clear = compare({1.0: [0.914, 0.916], 0.1: [0.919, 0.920], 0.01: [0.90, 0.901]})
-    assert checks.lr_ablation_best(clear).status == "PASS"
-    assert clear.winner == 0.1
-    tie = compare({1.0: [0.915, 0.921], 0.1: [0.919, 0.920]})  # 0.1 leads by 0.15 pp, 1.0's seeds span 0.6 pp
-    c = checks.lr_ablation_best(tie)
-    assert c.status == "FAIL"
+def test_lr_ablation_brackets_the_best_lr_and_names_a_winner_only_outside_the_seed_spread():
+    from week01_scaffold.report import classify_lrs
+
+    def run(scores):
+        cmp = compare(scores)
+        return cmp, checks.lr_ablation_brackets(cmp, classify_lrs(cmp))
+
+    cmp, c = run({10.0: [0.85, 0.86], 1.0: [0.914, 0.916], 0.1: [0.919, 0.920], 0.01: [0.90, 0.901]})
+    assert c.status == "PASS"
+    assert cmp.winner == 0.1
+    cmp, c = run({10.0: [0.85, 0.86], 1.0: [0.915, 0.921], 0.1: [0.919, 0.920], 0.01: [0.90, 0.901]})
+    assert c.status == "PASS"  # 1 and 0.1 tie, and the tie is bracketed
+    assert cmp.winner is None
     assert "tie" in c.measured
-    assert tie.winner is None
-    one_seed = compare({1.0: [0.90], 0.1: [0.95]})
-    assert checks.lr_ablation_best(one_seed).status == "FAIL"
+    assert run({1.0: [0.915, 0.921], 0.1: [0.919, 0.920], 0.01: [0.90, 0.901]})[1].status == "FAIL"  # no overshoot
+    assert run({1.0: [0.80, 0.81], 0.1: [0.919, 0.920], 0.01: [0.918, 0.921]})[1].status == "FAIL"  # no undershoot
+    assert run({1.0: [0.80], 0.1: [0.95], 0.01: [0.90]})[1].status == "FAIL"  # one seed

@@ -32,19 +32,23 @@ def test_lr_verdicts_are_relative_to_the_best_and_respect_the_seed_spread():
 
 def test_week_runs_end_to_end_on_fake_mnist_and_writes_its_log(fake_mnist, aifs_dirs):
     args = ["--profile", "smoke", "data.dataset=fake_mnist", "data.val_size=100", "data.train_subset=0",
-            "data.batch_size=32", "train.device=cpu", "train.epochs=2", "experiment.lr_grid=[0.1,0.0001]",
+            "data.batch_size=32", "train.device=cpu", "train.epochs=2", "experiment.lr_grid=[30.0,0.1,0.0001]",
             "experiment.min_val_acc=0.5", "experiment.max_seed_std=0.1"]
-    assert main(args) == 0
+    # Fake MNIST is separable at any lr >= 0.1, so no lr overshoots: the bracket check fails, and says so.
+    assert main(args) == 1
     log = aifs_dirs["runs"] / "week01" / "smoke" / "log" / "week01.md"
     text = log.read_text()
-    assert "## Checks: 7 PASS, 0 SKIP, 0 FAIL (of 7)" in text
-    assert "| FAIL" not in text
+    assert "## Checks: 6 PASS, 0 SKIP, 1 FAIL (of 7)" in text
+    fails = [line for line in text.splitlines() if line.rstrip().endswith("| FAIL     |")]
+    assert len(fails) == 1
+    assert fails[0].startswith("| LR ablation brackets the best lr")
+    assert "overshoot: none" in fails[0]
     for asset in ("baseline_curves.png", "lr_ablation.png", "seeds.csv", "lr_ablation.csv", "data_summary.csv"):
         assert (log.parent / "week01" / asset).is_file(), asset
     assert not (aifs_dirs["logs"] / "week01.md").exists()  # smoke never writes docs/weekly-logs
     registry = (aifs_dirs["runs"] / "registry.jsonl").read_text().splitlines()
-    assert len(registry) == 7  # 3 seeds + 2 learning rates x 2 seeds
+    assert len(registry) == 9  # 3 seeds + 3 learning rates x 2 seeds
 
     # Running the same command again reuses the finished runs: nothing new is registered.
-    assert main(args) == 0
-    assert len((aifs_dirs["runs"] / "registry.jsonl").read_text().splitlines()) == 7
+    assert main(args) == 1
+    assert len((aifs_dirs["runs"] / "registry.jsonl").read_text().splitlines()) == 9
