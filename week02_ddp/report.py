@@ -175,7 +175,7 @@ def bf16_skip_reason(device: str) -> str:
     """Why "bf16 faster than fp32" cannot be measured on ``device`` ("" when it can: a GPU with bf16 tensor cores,
     compute capability >= 8.0)."""
     if not device.startswith("cuda"):
-        return "needs a GPU: CPUs have no bf16 tensor cores; the CPU speed is reported, not judged"
+        return "needs a GPU: the claim is about bf16 tensor cores; the CPU ratio is reported, not judged"
     major, minor = torch.cuda.get_device_capability(torch.device(device))
     if major < 8:
         return f"needs bf16 tensor cores (compute capability >= 8.0); this GPU is sm_{major}{minor}"

@@ -104,7 +104,7 @@ def test_bf16_faster_passes_or_fails_on_a_gpu_and_skips_on_a_cpu():
     assert checks.bf16_faster(fp32, [2_200.0, 2_300.0, 2_250.0]).status == FAIL  # slower
     assert checks.bf16_faster(fp32[:1], [21_000.0]).status == FAIL  # one round: noise unknown
     assert checks.bf16_faster(fp32, None).status == FAIL  # not benchmarked
-    c = checks.bf16_faster(fp32, [2_200.0, 2_300.0, 2_250.0], "needs a GPU: CPUs have no bf16 tensor cores")
+    c = checks.bf16_faster(fp32, [2_200.0, 2_300.0, 2_250.0], "needs a GPU: the claim is about bf16 tensor cores")
     assert c.status == SKIP
     assert "0.22x" in c.measured  # what the CPU did is still reported
     assert "tensor cores" in c.reason
