@@ -59,6 +59,7 @@ class LogStatus:
     commit: str = ""  # as written in the header, without "(dirty)"
     dirty: bool = False
     later_commits: int | None = None  # None: the commit is unknown here
+    checks: str = ""  # the log's own verdict line, e.g. "11 PASS, 0 SKIP, 1 FAIL (of 12)"
 
     @property
     def fresh(self) -> bool:
@@ -152,9 +153,12 @@ def read_log(repo: Path, rel: Path, week: str, kind: str, week_pkg: str) -> LogS
     head = parse_header(path.read_text(encoding="utf-8"))
     commit_cell = head.get("git commit", "")
     commit = commit_cell.split()[0] if commit_cell.split() else ""
+    text = path.read_text(encoding="utf-8")
+    verdict = next((line.removeprefix("## Checks:").strip() for line in text.splitlines()
+                    if line.startswith("## Checks:")), "")
     st = LogStatus(week, kind, rel.as_posix(), exists=True, profile=head.get("profile", ""),
                    hardware=head.get("hardware", ""), generated=head.get("generated", ""), commit=commit,
-                   dirty="(dirty)" in commit_cell)
+                   dirty="(dirty)" in commit_cell, checks=verdict)
     if commit and commit != "unknown":
         st.later_commits = later_code_commits(repo, commit, week_pkg)
     return st
@@ -190,17 +194,17 @@ def _count_cell(s: LogStatus) -> str:
 
 def render_text(rows: list[LogStatus]) -> str:
     """The CPU table (these decide the exit status), then the GPU reference logs with their age."""
-    header = ["week", "kind", "profile", "hardware", "log commit", "later code commits", "status"]
+    header = ["week", "kind", "profile", "hardware", "log commit", "later code commits", "status", "checks"]
     cpu = [[s.week, s.kind, s.profile or "-", s.hardware or "-", _commit_cell(s), _count_cell(s),
-            s.status + (f" ({s.reason})" if not s.fresh else "")] for s in rows if s.kind == "cpu"]
+            s.status + (f" ({s.reason})" if not s.fresh else ""), s.checks or "-"] for s in rows if s.kind == "cpu"]
     gpu = [[s.week, s.kind, s.profile or "-", s.hardware or "-", _commit_cell(s), _count_cell(s),
-            s.generated or "-", s.status + (f" ({s.reason})" if s.exists and not s.fresh else "")]
+            s.generated or "-", s.status + (f" ({s.reason})" if s.exists and not s.fresh else ""), s.checks or "-"]
            for s in rows if s.kind == "gpu"]
     stale = [s.week for s in rows if s.kind == "cpu" and not s.fresh]
     out = ["CPU logs (make logs regenerates them; a stale or missing one fails this check)",
            _text_table(header, cpu), "",
            "GPU reference logs (make gpu-refs on a lent GPU; listed with their age, never fail this check)",
-           _text_table([*header[:-1], "generated", "status"], gpu), "",
+           _text_table([*header[:-2], "generated", "status", "checks"], gpu), "",
            f"{len(stale)} stale CPU log(s): {', '.join(stale)}" if stale else "every CPU log is fresh"]
     return "\n".join(out)
 
@@ -212,7 +216,8 @@ def _md_cell(s: LogStatus, repo_prefix: str) -> str:
     state = "fresh" if s.fresh else ("**STALE**" if s.kind == "cpu" else "older than the code")
     why = f" ({s.reason})" if not s.fresh else ""
     date = f", {s.generated.split()[0]}" if s.kind == "gpu" and s.generated else ""
-    return f"{link}: {state}{why}; {s.hardware}{date}, `{_commit_cell(s)}`"
+    checks = f"; checks {s.checks}" if s.checks else ""
+    return f"{link}: {state}{why}{checks}; {s.hardware}{date}, `{_commit_cell(s)}`"
 
 
 def render_markdown(rows: list[LogStatus], repo_prefix: str = "") -> str:

@@ -138,7 +138,7 @@ def test_header_parsing_reads_only_the_first_table():
 
 def test_markdown_and_write_readme_replace_only_the_marked_block(repo):
     md = render_markdown(collect(repo))
-    assert md.splitlines()[2].startswith("| 01 | [week01.md](docs/weekly-logs/week01.md): fresh; CPU (2 cores)")
+    assert md.splitlines()[2].startswith("| 01 | [week01.md](docs/weekly-logs/week01.md): fresh; checks 1 PASS; CPU (2 cores)")
     readme = repo / "README.md"
     readme.write_text(f"intro\n{logs_status.README_BEGIN}\nold table\n{logs_status.README_END}\noutro\n")
     assert main(["--repo", str(repo), "--write-readme"]) == 0
