@@ -82,10 +82,11 @@ def sample_real_words(share: float, n_words: int, threshold: float) -> Check:
 
 
 def stabilisation_shown(high_lr: float | None, bar: float, unprotected: list[float | None],
-                        protected: list[float | None], swept: list[float]) -> Check:
+                        protected: list[float | None], swept: list[float], skip_reason: str = "") -> Check:
     """At the first lr where the unprotected run (no warm-up, no clipping) breaks — diverges, or ends at or above
     ``bar`` (the unigram baseline minus a margin: it learned nothing beyond token frequencies) — it breaks on every
-    seed, and the run with warm-up and clipping survives (finite, below ``bar``) on every seed. ≥ 2 seeds."""
+    seed, and the run with warm-up and clipping survives (finite, below ``bar``) on every seed. ≥ 2 seeds.
+    ``skip_reason``: the profile's runs are too short to show it (the smoke profile); the numbers are still shown."""
     name = "the ablation shows what warm-up and clipping protect against"
     crit = (f">= 2 seeds; unprotected: NaN or ≥ {bar:.3f} (unigram - margin) on every seed; protected: finite and "
             "below it on every seed")
@@ -93,6 +94,10 @@ def stabilisation_shown(high_lr: float | None, bar: float, unprotected: list[flo
     def fmt(x: float | None) -> str:
         return "diverged" if x is None else f"{x:.3f}"
 
+    if skip_reason:
+        measured = (f"at lr {high_lr:g}: unprotected {', '.join(map(fmt, unprotected))}; protected "
+                    f"{', '.join(map(fmt, protected))}" if high_lr is not None else f"no lr of {swept} broke the run")
+        return Check.skip(name, skip_reason, crit, measured)
     if high_lr is None:
         return Check.judge(name, False, f"no lr of {swept} broke the unprotected run: extend ablation.high_lrs", crit)
     broke = all(x is None or x >= bar for x in unprotected)

@@ -71,6 +71,7 @@ class AblationConfig:
     # Post-LN is the placement warm-up was invented for (Xiong et al. 2020, https://arxiv.org/abs/2002.04745: a Pre-LN
     # model trains without it); "pre" runs the ablation on the week's own placement instead
     norm_placement: str = "post"
+    judge: bool = True  # False (smoke): runs this short cannot show it, so the check is SKIP with the numbers shown
 
 
 @dataclass

@@ -251,7 +251,9 @@ def build_log(log: WeeklyLog, cfg: Week05Config, r: dict[str, Any]) -> None:
         checks.sample_real_words(known_word_share(r["sample"], vocabulary), len(WORD.findall(r["sample"])),
                                  cfg.check.sample_known_words),
         checks.stabilisation_shown(st.high_lr, st.bar, [x.final_loss for x in st.unprotected],
-                                   [x.final_loss for x in st.protected], list(cfg.ablation.high_lrs)),
+                                   [x.final_loss for x in st.protected], list(cfg.ablation.high_lrs),
+                                   "" if cfg.ablation.judge else f"{sh.max_steps}-step runs are too short to show it; "
+                                   "the cpu and gpu profiles judge it"),
         checks.lr_search_inside({"SGD (rung 0)": (ss.best_lr, ss.grid), "AdamW (last rung)": (ad.best_lr, ad.grid)}),
         checks.ladder_beats_baseline(compare({base_rung: losses[base_rung], best_rung: losses[best_rung]},
                                              higher_is_better=False), base_rung, cfg.ladder.margin),

@@ -62,6 +62,9 @@ def test_stabilisation_shown():
     assert checks.stabilisation_shown(0.1, bar, [None, None], [5.6, None], [0.1]).status == "FAIL"  # no rescue
     assert checks.stabilisation_shown(0.1, bar, [None, 6.3], [5.6, 6.25], [0.1]).status == "FAIL"  # collapsed too
     assert checks.stabilisation_shown(0.1, bar, [None], [5.6], [0.1]).status == "FAIL"  # one seed
+    skipped = checks.stabilisation_shown(0.1, bar, [None, 6.3], [6.3, 6.3], [0.1], skip_reason="too short")
+    assert skipped.status == "SKIP"
+    assert "6.300" in skipped.measured  # the numbers are still reported
 
 
 def test_lr_search_inside():
