@@ -59,7 +59,9 @@ class AblationConfig:
     without warm-up and clipping breaks (diverges, or ends no better than the unigram baseline minus ``margin``),
     and at that lr both variants on every seed."""
 
-    warmup_steps: int = 50  # the "with warm-up" setting (0 is "without")
+    # the "with warm-up" setting (0 is "without"): a third of the short run. Post-LN needs a long warm-up (Xiong et
+    # al. 2020; Popel & Bojar 2018, https://arxiv.org/abs/1804.00247), and a short one may not rescue every seed
+    warmup_steps: int = at_least(0, 100)
     grad_clip: float = 1.0  # the "with clipping" setting (0 is "without")
     accum_k: int = 4  # accumulation steps at an equal global batch (micro_batch / k per micro-batch)
     # swept upward from 2x the week's lr in x sqrt(2) steps, so the first lr that breaks the unprotected run is
@@ -81,6 +83,7 @@ class LadderConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     sgd_lrs: list[float] = field(default_factory=lambda: [0.03, 0.1, 0.3, 1.0])  # the baseline's SGD lr search
     tuned_lrs: list[float] = field(default_factory=lambda: [1e-3, 2e-3, 4e-3, 8e-3])  # the last rung's AdamW search
+    warmup_steps: int = at_least(0, 50)  # rung 2's linear warm-up (Pre-LN needs little)
     margin: float = 0.05  # nats/token the best rung must beat the baseline by
 
 

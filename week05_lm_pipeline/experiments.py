@@ -169,7 +169,7 @@ def search_lr(run: Callable[[float], ShortRun], grid: list[float], max_extension
 class Stabilisation:
     """The stabilisation ablation: one setting changed at a time at the normal lr (``one_at_a_time``, seed 0), the
     upward lr sweep of the unprotected run (``sweep``, seed 0), and at ``high_lr`` (the first lr of the sweep that
-    broke the unprotected run) both variants on every seed.
+    broke the unprotected run) both variants on every seed, and each protection alone (which one does the rescue).
 
     A run is *broken* when it diverged (NaN/inf) or its val loss is not at least ``margin`` below the unigram
     baseline on the same tokens (``unigram_loss``): it learned nothing beyond token frequencies, the collapse a
@@ -180,6 +180,8 @@ class Stabilisation:
     high_lr: float | None  # None: no lr of the sweep broke the unprotected run
     unprotected: list[ShortRun]  # at high_lr, every seed
     protected: list[ShortRun]  # at high_lr with warm-up and clipping, every seed
+    warmup_only: list[ShortRun]  # at high_lr with warm-up, without clipping, every seed
+    clip_only: list[ShortRun]  # at high_lr with clipping, without warm-up, every seed
     unigram_loss: float  # nats/token of the unigram baseline on the short runs' val tokens
     margin: float  # nats/token below the unigram loss that count as having learned context
 
@@ -198,7 +200,8 @@ class Stabilisation:
 
 def stabilisation_ablation(cfg: Week05Config, profile: str, packed, tok_sha: str) -> Stabilisation:
     """Warm-up, clipping and accumulation varied one at a time from a stable baseline; then the lr raised until the
-    run without warm-up and clipping breaks, and at that lr the runs with and without them on every seed."""
+    run without warm-up and clipping breaks, and at that lr the runs with and without them, and with each alone, on
+    every seed."""
     a, k = cfg.ablation, cfg.ablation.accum_k
     seed0 = a.seeds[0]
     base = {"model": {"norm_placement": a.norm_placement}, "schedule": {"warmup_steps": a.warmup_steps},
@@ -222,7 +225,8 @@ def stabilisation_ablation(cfg: Week05Config, profile: str, packed, tok_sha: str
     train, val = open_streams(packed, tok_sha)
     n_eval = cfg.short.eval_tokens or len(val)
     unigram = unigram_loss(split_holdout(train, cfg.short.select_tokens)[0], val[:n_eval], cfg.model.vocab_size)["loss"]
-    out = Stabilisation([short(n, st, seed0, c) for n, st, c in variants], [], None, [], [], unigram, a.margin)
+    out = Stabilisation([short(n, st, seed0, c) for n, st, c in variants], [], None, [], [], [], [], unigram,
+                        a.margin)
 
     def unprotected(lr: float, seed: int) -> ShortRun:
         return short(f"unprotected lr {lr:g}", f"lr {lr:g}, no warm-up, no clipping", seed, merge(at(lr), bare))
@@ -237,6 +241,10 @@ def stabilisation_ablation(cfg: Week05Config, profile: str, packed, tok_sha: str
         out.unprotected = [out.sweep[-1]] + [unprotected(lr, s) for s in a.seeds[1:]]
         out.protected = [short(f"protected lr {lr:g}", f"lr {lr:g} with warm-up {a.warmup_steps} and clip "
                                f"{a.grad_clip}", s, at(lr)) for s in a.seeds]
+        out.warmup_only = [short(f"warm-up only lr {lr:g}", f"lr {lr:g} with warm-up {a.warmup_steps}, no clipping",
+                                 s, merge(at(lr), {"loop": {"grad_clip": 0.0}})) for s in a.seeds]
+        out.clip_only = [short(f"clipping only lr {lr:g}", f"lr {lr:g} with clip {a.grad_clip}, no warm-up", s,
+                               merge(at(lr), {"schedule": {"warmup_steps": 0}})) for s in a.seeds]
     return out
 
 
@@ -253,7 +261,7 @@ def ladder(cfg: Week05Config, profile: str, packed, tok_sha: str) -> Ladder:
     """The modernisation ladder. The baseline's SGD lr and the last rung's AdamW lr are both searched on seed 0
     (:func:`search_lr`, chosen on the held-out end of train.bin), so neither end of the ladder is a straw man; every
     rung then runs on every seed and is reported on val."""
-    lc, a = cfg.ladder, cfg.ablation
+    lc = cfg.ladder
     seed0 = lc.seeds[0]
     constant = {"name": "constant", "warmup_steps": 0}
     layer_learned = {"model": {"norm": "layernorm", "pos": "learned"}}
@@ -263,7 +271,7 @@ def ladder(cfg: Week05Config, profile: str, packed, tok_sha: str) -> Ladder:
         return merge(layer_learned, {"optim": {"name": "sgd", "lr": lr}, "schedule": constant})
 
     adamw = {"optim": {"name": "adamw", "lr": cfg.optim.lr}, "schedule": constant}
-    cosine = merge(adamw, {"schedule": {"name": "cosine", "warmup_steps": a.warmup_steps}})
+    cosine = merge(adamw, {"schedule": {"name": "cosine", "warmup_steps": lc.warmup_steps}})
 
     def tuned(lr: float) -> Changes:
         return merge(rms_rope, cosine, {"optim": {"lr": lr}, "schedule": {"min_lr": lr / 10}})
@@ -277,7 +285,7 @@ def ladder(cfg: Week05Config, profile: str, packed, tok_sha: str) -> Ladder:
     rungs: list[tuple[str, str, Changes]] = [
         ("0 baseline", f"SGD (momentum 0.9, tuned lr {sgd_lr:g}), constant lr, LayerNorm, learned positions", sgd(sgd_lr)),
         ("1 +AdamW", f"AdamW (lr {cfg.optim.lr:g})", merge(layer_learned, adamw)),
-        ("2 +warm-up, cosine", f"{a.warmup_steps} warm-up steps, cosine to lr/10", merge(layer_learned, cosine)),
+        ("2 +warm-up, cosine", f"{lc.warmup_steps} warm-up steps, cosine to lr/10", merge(layer_learned, cosine)),
         ("3 +RMSNorm", "RMSNorm instead of LayerNorm", merge(layer_learned, {"model": {"norm": "rmsnorm"}}, cosine)),
         ("4 +RoPE", "rotary positions instead of learned", merge(rms_rope, cosine)),
         ("5 +tuned lr", f"lr {best_lr:g} (searched on seed {seed0})", tuned(best_lr)),

@@ -74,6 +74,12 @@ def stabilisation_text(st: Stabilisation) -> str:
     survived = all(not st.broken(r) for r in st.protected)
     parts.append(f"At lr {st.high_lr:g}, unprotected: {un}; with warm-up and clipping: {pr} — the protected run "
                  f"{'survives on every seed' if survived else 'does NOT survive on every seed'}.")
+    alone = [(f"warm-up alone ({st.warmup_only[0].settings})", st.warmup_only),
+             (f"clipping alone ({st.clip_only[0].settings})", st.clip_only)] if st.warmup_only and st.clip_only else []
+    for what, runs in alone:
+        n_ok = sum(not st.broken(r) for r in runs)
+        parts.append(f"With {what}: {', '.join(f'seed {r.seed}: {_loss(r)}' for r in runs)} — it survives on {n_ok} "
+                     f"of {len(runs)} seeds.")
     return " ".join(parts)
 
 
@@ -189,9 +195,10 @@ def build_log(log: WeeklyLog, cfg: Week05Config, r: dict[str, Any]) -> None:
                                           f"every window. One setting changed at a time at the normal lr (seed "
                                           f"{cfg.ablation.seeds[0]}), then the lr raised through "
                                           f"{[f'{x:g}' for x in cfg.ablation.high_lrs]} without warm-up and clipping "
-                                          "until the run breaks, and at that lr both variants on seeds "
-                                          f"{list(cfg.ablation.seeds)}.")
-    log.table(ablation_table(st.one_at_a_time + st.sweep + st.unprotected[1:] + st.protected), "ablation",
+                                          "until the run breaks, and at that lr both variants, and each "
+                                          f"protection alone, on seeds {list(cfg.ablation.seeds)}.")
+    log.table(ablation_table(st.one_at_a_time + st.sweep + st.unprotected[1:] + st.protected + st.warmup_only
+                             + st.clip_only), "ablation",
               "One setting changed per row; the sweep and the breaking lr below the baseline rows")
     log.text(stabilisation_text(st))
     lad: Ladder = r["ladder"]
