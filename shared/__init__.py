@@ -38,6 +38,7 @@ __all__ = [
     "report",
     "results",
     "rundir",
+    "scaling",
     "stats",
     "tasks",
     "testing",

@@ -102,14 +102,28 @@ class StepTimer:
         return out
 
 
-def _vm_hwm_bytes() -> int | None:
+def _proc_status_bytes(key: str) -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
     return None
+
+
+def _vm_hwm_bytes() -> int | None:
+    return _proc_status_bytes("VmHWM")
+
+
+def current_memory_gib(device: torch.device) -> float | None:
+    """Memory in use now, in GiB: ``torch.cuda.memory_allocated`` on a GPU, the process's resident set (``VmRSS``)
+    on the CPU (None where ``/proc`` is missing). ``peak_memory_gib`` minus this, read just before training, is
+    what the training itself added."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**30
+    rss = _proc_status_bytes("VmRSS")
+    return None if rss is None else rss / 2**30
 
 
 def reset_peak_memory(device: torch.device) -> None:

@@ -4,6 +4,7 @@ Lists every registered dataset with its state (verified / missing / corrupt), wh
 found, its size and licence, fetches what is missing and replaces what is corrupt (mirror -> download; a corrupt
 file is only replaced by a copy that verifies, and kept when none can be had) unless ``--check`` is given. A large
 on-demand dataset (TinyStories, 2.2 GB) is only listed unless it is named.
+Then lists the packed data versions below the runs root (their manifests: name, documents, tokens, tokenizer).
 Exits 1 if any dataset it was asked to fetch is not fully verified afterwards.
 """
 
@@ -13,8 +14,9 @@ import argparse
 import sys
 
 from shared.data.fetch import DatasetError, inspect, prepare_file, repair_command
+from shared.data.manifest import list_versions
 from shared.data.registry import REGISTRY, get_spec
-from shared.paths import data_root
+from shared.paths import data_root, runs_root
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"replaced by this verified copy")
                 continue
             print(f"  [{state.state:8s}] {state.spec.relpath}{where}")
+    versions = list_versions(runs_root())
+    print(f"\ndata versions below {runs_root()}: {len(versions)}")
+    for v in versions:
+        print(f"  {v['name']:4s} {v['documents']:>9,} documents {v['tokens']:>12,} tokens  tokenizer "
+              f"{v['tokenizer_sha256']}  {v['path']}")
     return 0 if ok else 1
 
 

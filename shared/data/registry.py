@@ -84,6 +84,7 @@ def _cifar(name: str, sha256: str, size: int, original_md5: str) -> FileSpec:
     return FileSpec(f"cifar10/cifar-10-batches-py/{name}", sha256, size, alt_md5=original_md5)
 
 
+_RAW = "https://raw.githubusercontent.com/"  # GitHub files at a pinned commit
 _TINYSTORIES_URL = "https://huggingface.co/datasets/roneneldan/TinyStories/resolve/main/TinyStoriesV2-GPT4-"
 
 REGISTRY: dict[str, DatasetSpec] = {
@@ -137,6 +138,67 @@ REGISTRY: dict[str, DatasetSpec] = {
             license="public domain text (char-rnn code: MIT)",
             description="Tiny Shakespeare: 1.1 MB of plays, 65 distinct characters (char-rnn, nanoGPT)",
             homepage="https://github.com/karpathy/char-rnn",
+        ),
+        DatasetSpec(
+            name="hh_rlhf",
+            files=(FileSpec("hh_rlhf/harmless-base/test.jsonl.gz",
+                            "ebfaaed21162a4de120ae85366075b34425e2a6303fac59b99555002f7016f03", 742_801,
+                            (_RAW + "anthropics/hh-rlhf/354e5c3cb8960630860dd5774a6ac2a58313bf4d/harmless-base/"
+                                    "test.jsonl.gz",)),),
+            license="MIT (Anthropic); red-teaming dialogues, some offensive by design",
+            description="HH-RLHF harmless-base test split (Bai et al. 2022, https://arxiv.org/abs/2204.05862): 2,312 "
+                        "chosen/rejected dialogue pairs that differ only in the last Assistant turn",
+            homepage="https://github.com/anthropics/hh-rlhf",
+        ),
+        DatasetSpec(
+            name="alpaca",
+            files=(FileSpec("alpaca/alpaca_5000.json",
+                            "fc1add24c93c9fbbe585a64a6c9bf6165eb110225f4470efbff382a913558ec0", 2_044_701,
+                            (_RAW + "tatsu-lab/stanford_alpaca/5e69c50054c48cd3b919c46d13bb2d92a62f4498/data/"
+                                    "alpaca_5000.json",)),
+                   FileSpec("alpaca/seed_tasks.jsonl",
+                            "7779004fa198fdf27cf70a159363879d8a26c53329e11b436af17b3941875f48", 110_934,
+                            (_RAW + "tatsu-lab/stanford_alpaca/761dc5bfbdeeffa89b8bff5d038781a4055f796a/"
+                                    "seed_tasks.jsonl",))),
+            license="CC BY-NC 4.0 (data; research and non-commercial use); code Apache-2.0",
+            description="Stanford Alpaca: a 5,000-record random sample of the 52K instruction/input/output records "
+                        "(stanford_alpaca PR #152), and the 175 seed tasks",
+            homepage="https://github.com/tatsu-lab/stanford_alpaca",
+        ),
+        DatasetSpec(
+            name="alpaca_eval",
+            files=(FileSpec("alpaca_eval/alpaca_eval.jsonl",
+                            "9f3cf318fe67b3a7eec7c26260d7654ea17917cc5d1d00eeecc2d70709ba5193", 602_261,
+                            (_RAW + "stanford-cs336/assignment5-alignment/eb2c562e05802d3c9ee4c4ec2eec43b104d77e9e/data/"
+                                    "alpaca_eval/alpaca_eval.jsonl",)),),
+            license="CC BY-NC 4.0",
+            description="AlpacaEval: 805 instructions with text-davinci-003 reference outputs (JSONL, CS336 a5)",
+            homepage="https://github.com/tatsu-lab/alpaca_eval",
+        ),
+        DatasetSpec(
+            name="self_instruct",
+            files=(FileSpec("self_instruct/user_oriented_instructions.jsonl",
+                            "81d60a117db495cecedecd9193504fd07c5b5a42f6699ef6b0f9da10fc22f42e", 170_193,
+                            (_RAW + "yizhongw/self-instruct/0b26ccaa415992100fa32df62d41b994cf928e23/human_eval/"
+                                    "user_oriented_instructions.jsonl",)),),
+            license="Apache-2.0",
+            description="Self-Instruct's 252 expert-written user-oriented tasks with reference outputs (evaluation)",
+            homepage="https://github.com/yizhongw/self-instruct",
+        ),
+        DatasetSpec(
+            name="llms_from_scratch_ch07",
+            files=(FileSpec("llms_from_scratch_ch07/instruction-data.json",
+                            "7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944", 203_524,
+                            (_RAW + "rasbt/LLMs-from-scratch/28c65cdfbc3338e2e040016eea4b7fdf556e4d57/ch07/"
+                                    "01_main-chapter-code/instruction-data.json",)),
+                   FileSpec("llms_from_scratch_ch07/instruction-data-with-preference.json",
+                            "305315abf14f65fa42c01a0877572f832606571c2a7d49f152ac1d758b16756e", 386_968,
+                            (_RAW + "rasbt/LLMs-from-scratch/28c65cdfbc3338e2e040016eea4b7fdf556e4d57/ch07/"
+                                    "04_preference-tuning-with-dpo/instruction-data-with-preference.json",))),
+            license="Apache-2.0",
+            description="LLMs-from-scratch chapter 7: 1,100 instruction records, and the same with polite (chosen) / "
+                        "impolite (rejected) answers for DPO",
+            homepage="https://github.com/rasbt/LLMs-from-scratch",
         ),
         DatasetSpec(
             name="tinystories",

@@ -145,14 +145,16 @@ class GPT(nn.Module):
         return n
 
     def flops_per_token(self) -> float:
-        """Training FLOPs per token at full context, ``6N + 12·L·H·Q·T`` (see :mod:`shared.flops`).
+        """Training FLOPs per token at full context, ``6N' + 12·L·H·Q·T`` (see :mod:`shared.flops`).
 
-        N counts every matmul weight, the LM head included (with tied weights, the token-embedding matrix is a
-        real (C, V) matmul per token), but not the learned position table (a lookup): nanoGPT's ``estimate_mfu``
-        convention, under which GPT-2 small is N = 124M.
+        N' counts the matmul weights (every ``nn.Linear``, the LM head included: with tied weights the token-embedding
+        matrix is a real (C, V) matmul per token), not the token or position tables (lookups) nor biases and norm
+        gains (elementwise): the FLOPs ``torch.utils.flop_counter`` counts for a forward + backward with the
+        hand-written attention, exactly (tested). nanoGPT's ``estimate_mfu`` counts every parameter but the position
+        table, a few percent more on a tiny model; GPT-2 small is N' = 123.5M either way to within 1%.
         """
         c = self.cfg
-        n = self.num_params(non_embedding=False) - (self.wpe.weight.weight.numel() if self.wpe is not None else 0)
+        n = sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
         return gpt_flops_per_token(n, c.n_layer, c.n_head, c.n_embd // c.n_head, c.block_size)
 
     def set_attn_backend(self, backend: str) -> None:

@@ -36,6 +36,6 @@ def test_shared_public_api_is_frozen():
     assert sorted(shared.__all__) == modules
     assert modules == [
         "amp", "analysis", "atomic", "checkpoint", "cli", "config", "data", "device", "dist", "flops", "models", "nn",
-        "parallel", "paths", "profiling", "report", "repro", "results", "rundir", "stats", "tasks", "testing", "tracking",
-        "train",
+        "parallel", "paths", "profiling", "report", "repro", "results", "rundir", "scaling", "stats", "tasks", "testing",
+        "tracking", "train",
     ]

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from shared.models.gpt import GPT, GPTConfig
+from shared.testing import DEBUG_GPT
 
 TINY = {"vocab_size": 11, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 16}  # the debug model
 
@@ -143,5 +144,23 @@ def test_bad_configs_are_clear_errors():
 
 def test_flops_per_token_is_6n_plus_the_attention_term():
     m = _gpt()
-    n = m.num_params() + 11 * 16  # the non-embedding weights + the tied LM head (V x C); not the position table
+    c = m.cfg
+    per_layer = 3 * 16 * 16 + 16 * 16 + 2 * 4 * 16 * 16  # c_attn, c_proj, the MLP's two matmuls (d_ff = 4C)
+    n = c.n_layer * per_layer + 11 * 16  # + the tied LM head (V x C); no biases, norms or position table
     assert m.flops_per_token() == 6 * n + 12 * 2 * 2 * 8 * 16  # L=2, H=2, Q=16/2, T=16
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_flops_per_token_equals_torch_flop_counter_on_a_training_step(tie):
+    """One forward + backward of B x T tokens, counted by ``torch.utils.flop_counter`` (every matmul, the T x T
+    attention ones included): exactly 6 N' + 12 L H Q T per token with the hand-written attention."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from shared.tasks.lm import causal_lm_loss
+
+    model = GPT(GPTConfig(**{**DEBUG_GPT, "n_layer": 2, "tie_weights": tie, "attn_backend": "manual"}))
+    b, t = 3, model.cfg.block_size
+    x = torch.randint(0, model.cfg.vocab_size, (b, t + 1))
+    with FlopCounterMode(display=False) as counter:
+        causal_lm_loss(model(x[:, :-1]), x[:, 1:]).backward()
+    assert counter.get_total_flops() == model.flops_per_token() * b * t

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from shared.config import at_least, choose, in_range, positive
+from shared.config import ConfigError, at_least, choose, in_range, positive
 
 
 @dataclass
@@ -60,6 +60,10 @@ class LoopConfig:
     """The step loop: how long, in which batches, in which precision, and when it evaluates and saves."""
 
     max_steps: int = at_least(1, 5000)  # optimizer steps of the whole run (the schedule's length)
+    # a token or wall-clock budget instead of max_steps (0 = off; at most one): the run stops at the budget, and the
+    # schedule's decay ends there (see shared.train.loop); max_steps is then ignored
+    max_tokens: int = at_least(0, 0)  # training tokens of the whole run, over every rank
+    max_seconds: float = at_least(0, 0.0)  # seconds inside training steps (evals and checkpoints excluded)
     micro_batch: int = at_least(1, 64)  # sequences (examples) per forward pass on each rank
     grad_accum_steps: int = at_least(1, 1)  # micro-batches per optimizer step: global batch = micro_batch x this x world size
     grad_clip: float = at_least(0, 1.0)  # clip the global gradient norm (0 = off)
@@ -87,6 +91,22 @@ class LoopConfig:
         choose("loop.precision", self.precision, PRECISIONS)
         choose("loop.best_mode", self.best_mode, ("min", "max"))
         choose("loop.parallel", self.parallel, STRATEGIES)
+        if self.max_tokens and self.max_seconds:
+            raise ConfigError(f"loop.max_tokens={self.max_tokens} and loop.max_seconds={self.max_seconds:g} are both "
+                              "set: a run has one budget; set the other to 0")
+
+    def check_token_budget(self, tokens_per_step: int, world_size: int = 1) -> None:
+        """Raises ConfigError when ``max_tokens`` (if set) is smaller than one optimizer step of
+        ``tokens_per_step`` tokens (over every rank)."""
+        if self.max_tokens and self.max_tokens < tokens_per_step:
+            raise ConfigError(f"loop.max_tokens={self.max_tokens:,} is smaller than one step ({tokens_per_step:,} "
+                              f"tokens: micro_batch {self.micro_batch} x grad_accum_steps {self.grad_accum_steps} x "
+                              f"{world_size} ranks x the tokens per example): raise the budget or shrink the batch")
+
+    @property
+    def budget(self) -> str:
+        """Which setting ends the run: ``"max_tokens"``, ``"max_seconds"`` or ``"max_steps"``."""
+        return "max_tokens" if self.max_tokens else "max_seconds" if self.max_seconds else "max_steps"
 
 
 def run_identity(loop: LoopConfig) -> LoopConfig:

@@ -25,6 +25,7 @@ from torch import nn
 
 from shared.amp import autocast, grad_scaler
 from shared.checkpoint import Checkpointer, unwrap
+from shared.config import ConfigError
 from shared.device import to_device
 from shared.flops import mfu
 from shared.parallel import Parallel
@@ -32,7 +33,7 @@ from shared.repro import rng_state, set_rng_state
 from shared.tasks.base import Task
 from shared.tracking import MetricLogger, console, format_step, progress_enabled
 from shared.train.config import LoopConfig, ScheduleConfig
-from shared.train.optim import check_schedule, lr_at
+from shared.train.optim import check_schedule, lr_at, lr_at_progress
 from shared.train.step import NonFiniteLossError, train_step
 
 OnEval = Callable[[int, nn.Module, dict[str, Any]], None]
@@ -43,7 +44,7 @@ class FitResult:
     """What :func:`fit` returns."""
 
     step: int  # optimizer steps done (over every process of the run)
-    finished: bool  # reached loop.max_steps (False: stopped by loop.stop_at)
+    finished: bool  # reached its budget (loop.max_steps, max_tokens or max_seconds; False: stopped by loop.stop_at)
     evals: list[dict[str, Any]]  # one record per eval: step, tokens, the task's metrics, train_time_s, wall_s
     train_time_s: float  # seconds in training steps (evals excluded), summed over resumes
     tokens: int  # training tokens consumed (all ranks)
@@ -51,6 +52,8 @@ class FitResult:
     best: dict[str, Any] | None = None  # {"step", "value"} of the best eval metric
     first_step_s: float | None = None  # seconds from t_start to the end of this process's first training step
     checkpoints: dict[str, Path | None] = field(default_factory=dict)  # "last", "best"
+    stopped_by: str = ""  # "max_steps", "max_tokens" or "max_seconds" (the budget that ended it), or "stop_at"
+    last_step_s: float = 0.0  # seconds of the last training step (a time budget is passed by less than this)
 
 
 @contextmanager
@@ -90,6 +93,10 @@ class _Loop:
         if cfg.grad_accum_steps < 1 or cfg.micro_batch < 1 or cfg.max_steps < 1:
             raise ValueError("loop.max_steps, loop.micro_batch and loop.grad_accum_steps must be >= 1, got "
                              f"{cfg.max_steps}, {cfg.micro_batch}, {cfg.grad_accum_steps}")
+        cfg.validate()
+        if cfg.max_tokens < 0 or cfg.max_seconds < 0:
+            raise ConfigError(f"loop.max_tokens={cfg.max_tokens} / loop.max_seconds={cfg.max_seconds:g}: a budget "
+                              "must be > 0 (or 0 for none)")
         self.model, self.task, self.optimizer, self.schedule, self.cfg = model, task, optimizer, schedule, cfg
         self.checkpointer, self.logger, self.parallel, self.on_eval = checkpointer, logger, parallel, on_eval
         self.flops_per_token, self.peak_flops, self.t_start, self.expect = flops_per_token, peak_flops, t_start, expect
@@ -98,7 +105,14 @@ class _Loop:
         for group in optimizer.param_groups:  # the schedule scales each group's own peak lr
             group.setdefault("peak_lr", group["lr"])
         self.p: dict[str, Any] = {"step": 0, "evals": [], "train_time_s": 0.0, "wall_s_before": 0.0, "best": None,
-                                  "tokens": 0}
+                                  "tokens": 0, "step_tokens": 0}
+        # the steps the run will take, where known in advance (None for a wall-clock budget): progress and step lines
+        self.total_steps: int | None = cfg.max_steps if cfg.budget == "max_steps" else None
+        if cfg.max_tokens:
+            per_step = task.num_tokens(task.batch(0, parallel.rank, parallel.world_size, cfg.micro_batch))
+            per_step *= cfg.grad_accum_steps * parallel.world_size
+            cfg.check_token_budget(per_step, parallel.world_size)
+            self.total_steps = cfg.max_tokens // per_step
         self.stats: dict[str, torch.Tensor] = {}
         self.in_step = False  # True while weights and optimizer state may be half-updated
         self.first_step_s: float | None = None
@@ -133,6 +147,30 @@ class _Loop:
     def path(self, which: str) -> Path | None:
         return None if self.checkpointer is None else self.checkpointer.path(which)
 
+    # -- the budget ----------------------------------------------------------------------------------------------
+    def budget_reached(self, step_s: float = 0.0) -> bool:
+        """True when the run must stop: ``max_steps`` steps done; or the next step would take the tokens past
+        ``max_tokens`` (judged by the last step's tokens, so a fixed-size batch never overshoots); or the training
+        time, plus ``step_s`` seconds of the step just taken, has reached ``max_seconds`` (overshoot < one step)."""
+        cfg, p = self.cfg, self.p
+        if cfg.max_tokens:
+            return p["tokens"] + p["step_tokens"] > cfg.max_tokens
+        if cfg.max_seconds:
+            return p["train_time_s"] + step_s >= cfg.max_seconds
+        return p["step"] >= cfg.max_steps
+
+    def lr(self, peak: float) -> float:
+        """The scheduled lr of the next step. A step budget uses :func:`lr_at`; a token or time budget decays by the
+        share of the budget used since the end of warm-up (:func:`lr_at_progress`), so the decay ends at the budget."""
+        cfg, p = self.cfg, self.p
+        if cfg.budget == "max_steps":
+            return lr_at(p["step"], cfg.max_steps, peak, self.schedule)
+        used = p["tokens"] / cfg.max_tokens if cfg.max_tokens else p["train_time_s"] / cfg.max_seconds
+        if p["step"] >= self.schedule.warmup_steps:
+            p.setdefault("warmup_share", used)  # the share of the budget the warm-up took (saved with progress)
+        start = p.get("warmup_share", 0.0)
+        return lr_at_progress(p["step"], (used - start) / (1.0 - start) if start < 1.0 else 1.0, peak, self.schedule)
+
     # -- phases --------------------------------------------------------------------------------------------------
     def evaluate(self) -> None:
         """Run the task's eval, call ``on_eval``, log, and checkpoint (marking a new best)."""
@@ -148,7 +186,7 @@ class _Loop:
         p["evals"].append(record)
         self.logger.log("val", p["step"], 0, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                         wall_s=record["wall_s"])
-        console(format_step(p["step"], {k: v for k, v in metrics.items() if isinstance(v, float)}, cfg.max_steps))
+        console(format_step(p["step"], {k: v for k, v in metrics.items() if isinstance(v, float)}, self.total_steps))
         value = metrics.get(cfg.best_metric)
         best = value is not None and (p["best"] is None or (value < p["best"]["value"] if cfg.best_mode == "min"
                                                              else value > p["best"]["value"]))
@@ -160,7 +198,7 @@ class _Loop:
         """One optimizer step at the scheduled lr: ``(mean loss, mean metrics, tokens)`` (tensors not synchronised)."""
         cfg, step, par = self.cfg, self.p["step"], self.parallel
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg.max_steps, group["peak_lr"], self.schedule)
+            group["lr"] = self.lr(group["peak_lr"])
         k = cfg.grad_accum_steps
         micro = [self.task.batch(step * k + i, par.rank, par.world_size, cfg.micro_batch) for i in range(k)]
         tokens = sum(self.task.num_tokens(b) for b in micro) * par.world_size
@@ -175,6 +213,7 @@ class _Loop:
             raise NonFiniteLossError(f"step {step}: {e}{keep}", step=step) from e
         self.p["step"] += 1
         self.p["tokens"] += tokens
+        self.p["step_tokens"] = tokens
         return loss, metrics, tokens
 
     def log_row(self, loss: torch.Tensor, metrics: dict[str, torch.Tensor], tokens: int, seconds: float,
@@ -199,7 +238,7 @@ class _Loop:
         wrapped = self.parallel.wrap(self.model)
         self.fwd = torch.compile(wrapped) if cfg.compile else wrapped
         self.eval_fwd = self.fwd if wrapped is self.model else (torch.compile(self.model) if cfg.compile else self.model)
-        bar = tqdm(total=cfg.max_steps, initial=p["step"], desc="train", leave=False,
+        bar = tqdm(total=self.total_steps, initial=p["step"], desc="train", leave=False,
                    disable=not (cfg.progress and progress_enabled()))
         self.model.train()
         try:
@@ -207,7 +246,7 @@ class _Loop:
                 if p["step"] == 0 and not p["evals"]:
                     self.evaluate()  # the untrained model (its loss should be about ln(vocab_size)), once per run
                 t_log, since_log, tokens_since = time.perf_counter(), 0, 0
-                while p["step"] < cfg.max_steps:
+                while not self.budget_reached():
                     if cfg.stop_at and p["step"] >= cfg.stop_at:
                         self.save()
                         break
@@ -219,16 +258,17 @@ class _Loop:
                         self.first_step_s = time.perf_counter() - self.t_start
                     since_log, tokens_since = since_log + 1, tokens_since + tokens
                     bar.update(1)
-                    done = p["step"] == cfg.max_steps
+                    done = self.budget_reached(step_s=time.perf_counter() - t0)
                     if p["step"] % cfg.log_every == 0 or done:
                         now = time.perf_counter()  # .item() in log_row waits for the GPU: time after it
                         row = self.log_row(loss, metrics, tokens_since, now - t_log, since_log)
                         bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_sec']:,.0f}")
                         if cfg.print_every and p["step"] % cfg.print_every == 0:
                             console(format_step(p["step"], {k: row[k] for k in ("loss", "lr", "dt", "tokens_per_sec",
-                                                                                  "mfu") if k in row}, cfg.max_steps))
+                                                                                  "mfu") if k in row}, self.total_steps))
                         t_log, since_log, tokens_since = now, 0, 0
-                    p["train_time_s"] += time.perf_counter() - t0
+                    p["last_step_s"] = time.perf_counter() - t0
+                    p["train_time_s"] += p["last_step_s"]
                     if p["step"] % cfg.eval_every == 0 or done:
                         self.evaluate()
                         t_log, since_log, tokens_since = time.perf_counter(), 0, 0  # tokens/s leaves eval time out
@@ -250,16 +290,26 @@ class _Loop:
             bar.close()
         self.logger.flush()
         self.parallel.barrier()  # no rank reads the checkpoints before the main rank has written them
-        return FitResult(p["step"], p["step"] >= cfg.max_steps, p["evals"], p["train_time_s"], p["tokens"],
+        finished = self.budget_reached()
+        if finished and cfg.budget != "max_steps":
+            console(f"stopped by loop.{cfg.budget} at step {p['step']}: " + (
+                f"{p['tokens']:,} of {cfg.max_tokens:,} tokens" if cfg.max_tokens
+                else f"{p['train_time_s']:.1f} s of {cfg.max_seconds:g} s in training steps"))
+        return FitResult(p["step"], finished, p["evals"], p["train_time_s"], p["tokens"],
                          resumed_from, p["best"], self.first_step_s,
-                         {"last": self.path("last"), "best": self.path("best")})
+                         {"last": self.path("last"), "best": self.path("best")},
+                         cfg.budget if finished else "stop_at", p.get("last_step_s", 0.0))
 
 
 def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer, schedule: ScheduleConfig, cfg: LoopConfig, *,
         checkpointer: Checkpointer | None = None, logger: MetricLogger | None = None, parallel: Parallel | None = None,
         on_eval: OnEval | None = None, flops_per_token: float | None = None, peak_flops: float | None = None,
         t_start: float | None = None, expect: dict[str, Any] | None = None) -> FitResult:
-    """Train ``model`` on ``task`` for ``cfg.max_steps`` optimizer steps, or resume the run in ``checkpointer``.
+    """Train ``model`` on ``task`` until its budget, or resume the run in ``checkpointer``. The budget is
+    ``cfg.max_steps`` optimizer steps, or ``cfg.max_tokens`` training tokens (the run stops before the step that would
+    pass it), or ``cfg.max_seconds`` seconds inside training steps (it stops after the step that reaches it); with a
+    token or time budget the schedule's decay ends at the budget (:func:`shared.train.optim.lr_at_progress`) and
+    ``FitResult.stopped_by`` names it. Resuming keeps counting tokens and seconds from the checkpoint.
 
     Each step sets every param group's lr from its peak with :func:`shared.train.optim.lr_at`, draws
     ``cfg.grad_accum_steps`` micro-batches of ``cfg.micro_batch`` from the task for this rank, and runs
@@ -279,6 +329,7 @@ def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer, schedule
         expect: meta values a checkpoint must have to be resumed (e.g. ``{"tokenizer_sha256": ...}``).
 
     Raises:
+        ConfigError: both a token and a time budget, or a token budget smaller than one step.
         NonFiniteLossError: the loss became NaN/inf (the message names the step and the last good checkpoint).
         CheckpointError: the checkpoint to resume belongs to another model/tokenizer or is incomplete.
         KeyboardInterrupt: Ctrl-C, after saving.

@@ -83,12 +83,23 @@ def lr_at(step: int, total_steps: int, lr: float, cfg: ScheduleConfig) -> float:
     Raises:
         ValueError: unknown schedule.
     """
+    return lr_at_progress(step, min((step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps), 1.0), lr, cfg)
+
+
+def lr_at_progress(step: int, progress: float, lr: float, cfg: ScheduleConfig) -> float:
+    """:func:`lr_at` for a run whose length is a budget (tokens or seconds) rather than a step count: the warm-up
+    still counts optimizer steps, and after it the decay follows ``progress``, the share (0 to 1) of the budget left
+    at the end of warm-up that has been used, so a cosine reaches ``cfg.min_lr`` exactly where the budget ends.
+
+    Raises:
+        ValueError: unknown schedule.
+    """
     check_schedule(cfg)
     if step < cfg.warmup_steps:
         return lr * (step + 1) / cfg.warmup_steps
     if cfg.name == "constant":
         return lr
-    progress = min((step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps), 1.0)
+    progress = min(max(progress, 0.0), 1.0)
     if cfg.name == "cosine":
         return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - cfg.min_lr)
     return cfg.min_lr + (1.0 - progress) * (lr - cfg.min_lr)
