@@ -99,6 +99,7 @@ class ScalingFit:
     draws_tried: int
     level: float  # of the intervals, e.g. 0.9
     n_opt_draws: tuple[tuple[float, float], ...] = ()  # (k, a) of N_opt = k C^a per bootstrap draw
+    excluded: tuple[tuple[float, str], ...] = ()  # (budget, why): curves without a minimum, left out of the fit
 
     def n_opt_interval(self, budget: float) -> tuple[float, float]:
         """The bootstrap interval of N_opt at ``budget`` (at the fit's level)."""
@@ -124,13 +125,23 @@ def _fit_all(runs: Mapping[float, Sequence[tuple[float, float]]]) -> tuple[list[
 def fit_scaling(runs: Mapping[float, Sequence[tuple[float, float]]], n_boot: int = 2000, level: float = 0.9,
                 seed: int = 0) -> ScalingFit:
     """Fit every IsoFLOP curve of ``runs`` (budget C -> [(N, final loss), ...]) and the power laws through their
-    minima; bootstrap intervals from ``n_boot`` resamplings of each budget's runs.
+    minima; bootstrap intervals from ``n_boot`` resamplings of each budget's runs. A budget whose curve has no
+    minimum (its sizes all lie on one side of the optimum) is left out and named in ``excluded``.
 
     Raises:
-        FitError: fewer than 2 budgets, or a curve that cannot be fitted.
+        FitError: fewer than 2 budgets with a minimum.
     """
     if len(runs) < 2:
         raise FitError(f"a scaling law needs >= 2 compute budgets, got {len(runs)}")
+    excluded: list[tuple[float, str]] = []
+    for c, pts in sorted(runs.items()):
+        try:
+            fit_isoflop(c, [n for n, _ in pts], [loss for _, loss in pts])
+        except FitError as e:
+            excluded.append((c, str(e)))
+    if len(runs) - len(excluded) < 2:
+        raise FitError(f"fewer than 2 budgets have an IsoFLOP minimum: {'; '.join(e for _, e in excluded)}")
+    runs = {c: pts for c, pts in runs.items() if c not in {b for b, _ in excluded}}
     curves, n_law, d_law, l_law = _fit_all(runs)
     rng = np.random.default_rng(seed)
     a_s, b_s, alpha_s, draws = [], [], [], []
@@ -150,4 +161,4 @@ def fit_scaling(runs: Mapping[float, Sequence[tuple[float, float]]], n_boot: int
         return (float(np.percentile(v, lo)), float(np.percentile(v, hi))) if v else (float("nan"), float("nan"))
 
     return ScalingFit(curves, n_law, d_law, l_law, interval(a_s), interval(b_s), interval(alpha_s), len(a_s), n_boot,
-                      level, tuple(draws))
+                      level, tuple(draws), tuple(excluded))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 
@@ -66,26 +67,29 @@ def val_clean(after: dict[str, int], removed: int, held_out: int) -> Check:
                        "0 val documents with a near duplicate in A's or B's training documents")
 
 
-def ab_significant(test: WelchTest, alpha: float, min_seeds: int = 3, skip_reason: str = "") -> Check:
-    """Welch's t-test on the versions' val losses: ≥ ``min_seeds`` seeds each and p < ``alpha``. ``skip_reason``:
-    the profile's runs are too short to separate the versions (smoke); the numbers are still shown."""
+def ab_significance(test: WelchTest, alpha: float, min_seeds: int = 3) -> Check:
+    """Welch's t-test on the versions' val losses was computed on ≥ ``min_seeds`` seeds each and gave a finite p;
+    the measured text states the verdict at ``alpha`` (differ, which way and by how much, or do not differ). The
+    verdict is the experiment's finding, not the check's: "they do not differ at this budget" is a result too."""
     enough = min(test.n_a, test.n_b) >= min_seeds
-    better = "B" if test.diff > 0 else "A"
-    name, crit = "A and B differ meaningfully", f"≥ {min_seeds} seeds each; p < {alpha:g}"
-    measured = (f"val loss A − B = {test.diff:+.4f} nats/token ({better} lower), Welch t = {test.t:.2f}, "
-                f"df = {test.df:.1f}, p = {test.p:.2g}, Hedges' g = {test.hedges_g:.2f}; {test.n_a} and {test.n_b} seeds")
-    if skip_reason:
-        return Check.skip(name, skip_reason, crit, measured)
-    return Check.judge(name, enough and test.p < alpha, measured, crit)
+    finite = math.isfinite(test.p)
+    lower = "B" if test.diff > 0 else "A"
+    verdict = (f"they differ at {alpha:g}: {lower} is lower by {abs(test.diff):.4f} nats/token" if test.p < alpha
+               else f"they do not differ at {alpha:g}")
+    return Check.judge("A vs B significance computed", enough and finite,
+                       f"val loss A − B = {test.diff:+.4f} nats/token, Welch t = {test.t:.2f}, df = {test.df:.1f}, "
+                       f"p = {test.p:.2g}, Hedges' g = {test.hedges_g:.2f} ({test.n_a} and {test.n_b} seeds): {verdict}",
+                       f"≥ {min_seeds} seeds per version and a finite p; the verdict at p < {alpha:g} is stated")
 
 
 def tradeoff_explained(fit_ok: bool, fit_error: str, n_budgets: int, minima_inside: int, a: float | None,
-                       interval: tuple[float, float] | None, skip_reason: str = "") -> Check:
+                       interval: tuple[float, float] | None, skip_reason: str = "", excluded: int = 0) -> Check:
     """The IsoFLOP sweep could be fitted (a minimum per budget, ≥ 2 budgets) and at least one minimum lies inside
     the sizes trained, so the small-vs-large answer rests on an interpolated optimum. ``skip_reason``: see
     :func:`ab_significant`."""
     ok = fit_ok and n_budgets >= 2 and minima_inside >= 1
-    measured = (f"{n_budgets} IsoFLOP curves, {minima_inside} with the minimum inside the sizes trained; "
+    measured = (f"{n_budgets} IsoFLOP curves ({excluded} more left out: no minimum), {minima_inside} with the "
+                f"minimum inside the sizes trained; "
                 f"N_opt ∝ C^{a:.2f} (interval {interval[0]:.2f} to {interval[1]:.2f})"
                 if fit_ok and a is not None and interval is not None else f"no fit: {fit_error}")
     name, crit = "model-size trade-off explained from the fit", ("a parabola minimum per budget, ≥ 2 budgets, ≥ 1 "

@@ -42,7 +42,6 @@ class ABConfig:
     samples: int = at_least(0, 3)  # samples from each version's seed-0 model, same seed and temperature
     sample_tokens: int = at_least(1, 60)
     temperature: float = positive(0.8)
-    judge: bool = True  # False (smoke): runs this short cannot separate A from B, so the check is SKIP, numbers shown
 
 
 @dataclass
@@ -66,7 +65,7 @@ class SizeConfig:
 class IsoFLOPConfig:
     """Chinchilla approach 2: every size at every budget, D = C / (FLOPs per token)."""
 
-    budgets: list[float] = field(default_factory=lambda: [1e11, 3e11, 9e11])  # C, training FLOPs per run
+    budgets: list[float] = field(default_factory=lambda: [3e11, 9e11, 2.7e12])  # C, training FLOPs per run
     sizes: list[SizeConfig] = field(default_factory=lambda: [SizeConfig(1, 2, 16), SizeConfig(1, 2, 32),
                                                              SizeConfig(2, 2, 48), SizeConfig(2, 4, 64),
                                                              SizeConfig(3, 4, 96)])

@@ -74,7 +74,9 @@ def write_memo(path: Path, budget: float, ab: ABResult, iso: IsoFLOP, alpha: flo
         lines += [f"Recommended: **N' ≈ {n_opt:,.0f} parameters** ({fit.level:.0%} bootstrap interval {lo:,.0f} to "
                   f"{hi:,.0f}) trained on **D ≈ {d_opt:,.0f} tokens** (D/N' ≈ {d_opt / n_opt:.1f}), from "
                   f"N_opt = {fit.n_opt.k:.3g}·C^{fit.n_opt.exponent:.3f} (a in {fit.a_interval[0]:.2f} to "
-                  f"{fit.a_interval[1]:.2f}) fitted to the minima of {len(fit.curves)} IsoFLOP curves; {budget:.3g} "
+                  f"{fit.a_interval[1]:.2f}) fitted to the minima of {len(fit.curves)} IsoFLOP curves"
+                  + (f" ({len(fit.excluded)} more had no minimum and were left out)" if fit.excluded else "")
+                  + f"; {budget:.3g} "
                   f"FLOPs is {where}. Expected val loss there: {fit.loss(budget):.3f} nats/token.", "",
                   f"Runs: {_cite(iso_runs(iso))}.", ""]
         cited += [r.run_id for r in iso_runs(iso)]

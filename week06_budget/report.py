@@ -78,14 +78,20 @@ def ab_table(ab: ABResult) -> pd.DataFrame:
                          for name, runs in ab.runs.items() for r in runs])
 
 
-def ab_text(ab: ABResult, alpha: float) -> str:
+def ab_text(ab: ABResult, alpha: float, budget: int, tokens: dict[str, int]) -> str:
+    """The verdict, and how many passes over each version the budget is (the regime the verdict holds in)."""
     t, b = ab.loss, ab.bpb
     lower = "B" if t.diff > 0 else "A"
     verdict = (f"the difference is significant at {alpha:g} ({lower} is lower)" if t.p < alpha
                else f"the versions do not differ at {alpha:g}")
+    epochs = {k: budget / n for k, n in tokens.items()}
+    regime = (f"The budget is {epochs['A']:.2f} passes over A's training tokens and {epochs['B']:.2f} over B's"
+              + (": under one epoch, a duplicated document is rarely drawn twice, so removing duplicates can change "
+                 "little; repetition starts to matter once a run passes over its data several times (Hernandez et "
+                 "al. 2022, https://arxiv.org/abs/2205.10487)." if max(epochs.values()) < 1 else "."))
     return (f"Val loss: A {t.mean_a:.4f}, B {t.mean_b:.4f} nats/token (A − B = {t.diff:+.4f}; Welch t = {t.t:.2f}, "
             f"df = {t.df:.1f}, p = {t.p:.2g}; Hedges' g = {t.hedges_g:.2f}): {verdict}. Bits per byte: A "
-            f"{b.mean_a:.4f}, B {b.mean_b:.4f} (p = {b.p:.2g}).")
+            f"{b.mean_a:.4f}, B {b.mean_b:.4f} (p = {b.p:.2g}). {regime}")
 
 
 def isoflop_table(iso: IsoFLOP) -> pd.DataFrame:
@@ -136,6 +142,8 @@ def isoflop_text(iso: IsoFLOP) -> str:
              f"{', '.join(f'{x:.1f}' for x in tpp)} at the {len(tpp)} budgets (Chinchilla: about "
              f"{CHINCHILLA_TOKENS_PER_PARAM:.0f}). Loss: L_min ∝ C^-{-f.loss.exponent:.3f}. {inside} of "
              f"{len(f.curves)} minima lie inside the sizes trained."]
+    for budget, why in f.excluded:
+        parts.append(f"Left out of the fit: C = {budget:.2g}, whose curve has no minimum ({why.split(': ', 1)[-1]}).")
     a_lo, a_hi = f.a_interval
     if not a_lo <= CHINCHILLA_A <= a_hi or not CHINCHILLA_TOKENS_PER_PARAM / 2 <= float(np.median(tpp)) <= 2 * CHINCHILLA_TOKENS_PER_PARAM:
         parts.append("Why this differs from Chinchilla: these models are tiny, so the LM head (counted in N' here) is "
@@ -187,7 +195,8 @@ def build_log(log: WeeklyLog, cfg: Week06Config, r: dict[str, Any]) -> None:
     log.section("A vs B at the same token budget", f"Days 39-40. The same model on each version, "
                 f"{cfg.ab.max_tokens:,} tokens, seeds {list(cfg.ab.seeds)}; val loss on the whole common val set.")
     log.table(ab_table(ab), "ab", "Per run")
-    log.text(ab_text(ab, cfg.ab.alpha))
+    log.text(ab_text(ab, cfg.ab.alpha, cfg.ab.max_tokens, {k: ver.manifest["counts"]["train"]["tokens"]
+                                                          for k, ver in (("A", v.a), ("B", v.b))}))
     for name in ("A", "B"):
         log.text(f"Samples from {name} (seed-0 model, temperature {cfg.ab.temperature:g}, sample seeds 0-"
                  f"{cfg.ab.samples - 1}):\n\n" + "\n\n".join(f"```text\n{s.strip()}\n```" for s in ab.samples[name]))
@@ -209,3 +218,6 @@ def build_log(log: WeeklyLog, cfg: Week06Config, r: dict[str, Any]) -> None:
               "Every run of the week")
     log.table(pd.DataFrame([{"stage": k, "seconds": round(s, 1)} for k, s in r["timings"].items()]), "timings",
               "Where the time went")
+    log.section("Config", "The resolved config of this run (defaults ← `configs/week06.yaml` ← the profile ← "
+                "overrides).")
+    log.config(cfg)

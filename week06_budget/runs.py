@@ -114,8 +114,9 @@ def budget_run(name: str, profile: str, version: DataVersion, tokenizer_sha256: 
                   else loop.max_steps * tokens_per_step)
         estimate = preflight(model, optim, loop, tokens, train, device=loop.device, probe_s=probe_s)
         if loop.max_seconds:  # the tokens a wall-clock budget buys at the probed speed
-            estimate = replace(estimate, tokens=int(loop.max_seconds * estimate.probe_tokens_per_sec),
-                               seconds=loop.max_seconds)
+            bought = int(loop.max_seconds * estimate.probe_tokens_per_sec)
+            estimate = replace(estimate, tokens=bought, flops=estimate.flops_per_token * bought,
+                               flops_6nd=6.0 * estimate.n_params_non_embedding * bought, seconds=loop.max_seconds)
     console(f"{name}: {estimate.describe()}")
     memory: dict[str, float | None] = {}
 

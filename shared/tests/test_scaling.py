@@ -56,3 +56,16 @@ def test_power_law_and_refusals():
         fit_isoflop(1e12, [1e4, 1e4, 1e5], [3.0, 2.0, 3.0])
     with pytest.raises(FitError, match=">= 2 compute budgets"):
         fit_scaling(synthetic(0.5, 0.05, [1e12]))
+
+
+def test_a_budget_without_a_minimum_is_left_out_and_named():
+    runs = synthetic(0.5, 0.05, [1e12, 1e13, 1e14])
+    runs[1e11] = [(1e3, 5.0), (1e4, 5.6), (1e5, 5.9)]  # every size too large for this budget: loss only rises
+    fit = fit_scaling(runs, n_boot=50)
+    assert [c.budget for c in fit.curves] == [1e12, 1e13, 1e14]
+    assert fit.excluded[0][0] == 1e11
+    assert "no minimum" in fit.excluded[0][1]
+    assert fit.n_opt.exponent == pytest.approx(0.5, rel=0.05)
+    runs = {1e11: runs[1e11], 1e12: [(1e3, 5.0), (1e4, 5.6), (1e5, 5.9)], 1e13: synthetic(0.5, 0.05, [1e13])[1e13]}
+    with pytest.raises(FitError, match="fewer than 2 budgets have an IsoFLOP minimum"):
+        fit_scaling(runs)

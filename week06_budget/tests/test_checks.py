@@ -1,5 +1,7 @@
 """Every week-6 check on a passing and a failing result (and a SKIP where one applies)."""
 
+from dataclasses import replace
+
 import pytest
 
 from shared.stats import welch
@@ -39,15 +41,18 @@ def test_val_clean():
     assert checks.val_clean({"A": 1, "B": 0}, 5, 100).status == "FAIL"
 
 
-def test_ab_significant():
+def test_ab_significance():
     apart = welch([4.60, 4.61, 4.62], [4.70, 4.71, 4.69])
     close = welch([4.60, 4.65, 4.62], [4.61, 4.66, 4.60])
-    assert checks.ab_significant(apart, 0.05).status == "PASS"
-    assert checks.ab_significant(close, 0.05).status == "FAIL"
-    assert checks.ab_significant(welch([4.60, 4.61], [4.70, 4.71]), 0.05).status == "FAIL"  # 2 seeds: too few
-    skipped = checks.ab_significant(close, 0.05, skip_reason="too short")
-    assert (skipped.status, skipped.reason) == ("SKIP", "too short")
-    assert "p = " in skipped.measured
+    differ = checks.ab_significance(apart, 0.05)
+    assert differ.status == "PASS"
+    assert "they differ at 0.05: A is lower" in differ.measured
+    same = checks.ab_significance(close, 0.05)
+    assert same.status == "PASS"
+    assert "they do not differ at 0.05" in same.measured
+    assert checks.ab_significance(welch([4.60, 4.61], [4.70, 4.71]), 0.05).status == "FAIL"  # 2 seeds: too few
+    nan = replace(apart, p=float("nan"))
+    assert checks.ab_significance(nan, 0.05).status == "FAIL"
 
 
 def test_tradeoff_explained():
