@@ -5,8 +5,9 @@ of the budget" is checked exactly rather than against a loaded machine's timings
 
 import pytest
 
+from shared.testing import SPAWN_TIMEOUT_S, spawn_ranks
 from shared.tests.test_loop import SCHEDULE, T, _fit, _lm_task, _loop
-from shared.train.config import LoopConfig
+from shared.train.config import LoopConfig, OptimConfig
 from shared.train.optim import lr_at
 
 TOKENS_PER_STEP = 8 * T  # _loop(): micro_batch 8, one rank, no accumulation
@@ -101,3 +102,49 @@ def test_a_budget_smaller_than_one_step_or_two_budgets_are_refused(tmp_path):
     with pytest.raises(ValueError, match="both set: a run has one budget"):
         _fit(tmp_path / "b", _loop(max_tokens=10_000, max_seconds=5.0))
     assert LoopConfig(max_seconds=3.0).budget == "max_seconds"
+
+
+def _time_budget_worker(rank, out):
+    import time as _time
+
+    import torch
+
+    from shared.dist import DistConfig, init_distributed
+    from shared.models.gpt import GPT, GPTConfig
+    from shared.parallel import build_parallel
+    from shared.testing import DEBUG_GPT
+    from shared.train.loop import fit
+    from shared.train.optim import build_optimizer
+
+    info = init_distributed(DistConfig(backend="gloo", timeout_s=60), device="cpu")
+    parallel = build_parallel("auto", info)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**DEBUG_GPT))
+    loop = _loop(max_seconds=1.0, micro_batch=4, eval_every=10_000)
+    task = _lm_task(loop)
+    draw = task.batch
+
+    def slow_batch(index, r, world, size):  # rank 1's clock runs ahead: its local time would stop it first
+        if rank == 1:
+            _time.sleep(0.004)
+        return draw(index, r, world, size)
+
+    task.batch = slow_batch
+    result = fit(model, task, build_optimizer(model, OptimConfig(lr=1e-2)), SCHEDULE, loop, parallel=parallel)
+    torch.save({"step": result.step, "stopped_by": result.stopped_by, "weights": model.state_dict()},
+               out / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.timeout(SPAWN_TIMEOUT_S + 120)
+def test_ranks_agree_on_when_a_time_budget_ends(tmp_path):
+    """Two gloo ranks whose clocks differ stop at the same step with identical weights (the mean time decides;
+    each rank deciding on its own clock would hang one rank in an all-reduce the other never joins)."""
+    import torch
+
+    assert spawn_ranks(_time_budget_worker, 2, (tmp_path,)) == [0, 0]
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert a["step"] == b["step"] > 0
+    assert a["stopped_by"] == b["stopped_by"] == "max_seconds"
+    for k, v in a["weights"].items():
+        assert torch.equal(v, b["weights"][k]), k

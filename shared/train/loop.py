@@ -156,20 +156,36 @@ class _Loop:
         if cfg.max_tokens:
             return p["tokens"] + p["step_tokens"] > cfg.max_tokens
         if cfg.max_seconds:
-            return p["train_time_s"] + step_s >= cfg.max_seconds
+            return self.train_seconds(step_s) >= cfg.max_seconds
         return p["step"] >= cfg.max_steps
 
-    def lr(self, peak: float) -> float:
-        """The scheduled lr of the next step. A step budget uses :func:`lr_at`; a token or time budget decays by the
-        share of the budget used since the end of warm-up (:func:`lr_at_progress`), so the decay ends at the budget."""
+    def train_seconds(self, step_s: float = 0.0) -> float:
+        """Seconds in training steps so far (plus ``step_s``), the same number on every rank: each rank's clock
+        differs a little, and ranks that disagreed on when the time is up, or on the lr, would hang or drift apart,
+        so the mean over ranks decides (one small all-reduce per call under DDP)."""
+        local = self.p["train_time_s"] + step_s
+        if self.parallel.world_size == 1:
+            return local
+        return float(self.parallel.all_reduce_mean(torch.tensor([local], dtype=torch.float64, device=self.device)))
+
+    def lr_share(self) -> float | None:
+        """For a token or time budget, the share of the budget after warm-up that has been used (None for a step
+        budget); computed once per step (it may all-reduce)."""
         cfg, p = self.cfg, self.p
         if cfg.budget == "max_steps":
-            return lr_at(p["step"], cfg.max_steps, peak, self.schedule)
-        used = p["tokens"] / cfg.max_tokens if cfg.max_tokens else p["train_time_s"] / cfg.max_seconds
+            return None
+        used = p["tokens"] / cfg.max_tokens if cfg.max_tokens else self.train_seconds() / cfg.max_seconds
         if p["step"] >= self.schedule.warmup_steps:
             p.setdefault("warmup_share", used)  # the share of the budget the warm-up took (saved with progress)
         start = p.get("warmup_share", 0.0)
-        return lr_at_progress(p["step"], (used - start) / (1.0 - start) if start < 1.0 else 1.0, peak, self.schedule)
+        return (used - start) / (1.0 - start) if start < 1.0 else 1.0
+
+    def lr(self, peak: float, share: float | None) -> float:
+        """The scheduled lr of the next step. A step budget uses :func:`lr_at`; a token or time budget decays by the
+        share of the budget used since the end of warm-up (:func:`lr_at_progress`), so the decay ends at the budget."""
+        if share is None:
+            return lr_at(self.p["step"], self.cfg.max_steps, peak, self.schedule)
+        return lr_at_progress(self.p["step"], share, peak, self.schedule)
 
     # -- phases --------------------------------------------------------------------------------------------------
     def evaluate(self) -> None:
@@ -197,8 +213,9 @@ class _Loop:
     def step(self) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
         """One optimizer step at the scheduled lr: ``(mean loss, mean metrics, tokens)`` (tensors not synchronised)."""
         cfg, step, par = self.cfg, self.p["step"], self.parallel
+        share = self.lr_share()
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr(group["peak_lr"])
+            group["lr"] = self.lr(group["peak_lr"], share)
         k = cfg.grad_accum_steps
         micro = [self.task.batch(step * k + i, par.rank, par.world_size, cfg.micro_batch) for i in range(k)]
         tokens = sum(self.task.num_tokens(b) for b in micro) * par.world_size
