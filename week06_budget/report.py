@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import matplotlib
@@ -143,14 +144,15 @@ def isoflop_text(iso: IsoFLOP) -> str:
              f"{CHINCHILLA_TOKENS_PER_PARAM:.0f}). Loss: L_min ∝ C^-{-f.loss.exponent:.3f}. {inside} of "
              f"{len(f.curves)} minima lie inside the sizes trained."]
     for budget, why in f.excluded:
-        parts.append(f"Left out of the fit: C = {budget:.2g}, whose curve has no minimum ({why.split(': ', 1)[-1]}).")
+        why = re.sub(r"np\.float64\(([^)]*)\)", r"\1", why.split(": ", 1)[-1])
+        parts.append(f"Left out of the fit: C = {budget:.2g}, whose curve has no minimum ({why}).")
     a_lo, a_hi = f.a_interval
-    if not a_lo <= CHINCHILLA_A <= a_hi or not CHINCHILLA_TOKENS_PER_PARAM / 2 <= float(np.median(tpp)) <= 2 * CHINCHILLA_TOKENS_PER_PARAM:
-        parts.append("Why this differs from Chinchilla: these models are tiny, so the LM head (counted in N' here) is "
-                     "a large share of every model and of its FLOPs; each run is a few hundred steps, far from "
-                     "convergence, where Chinchilla trained to the end of a tuned cosine; and three budgets span one "
-                     "order of magnitude, so the exponent rests on three noisy minima (see its interval). Chinchilla "
-                     "fitted over 400 models of 70M to 16B parameters.")
+    cs = [c.budget for c in f.curves]
+    steps = [r.steps for _, _, r in iso.points]
+    parts.append(f"How far to trust it: the exponents rest on {len(f.curves)} minima spanning "
+                 f"{math.log10(max(cs) / min(cs)):.2f} orders of magnitude of C (a's interval {a_lo:.2f} to "
+                 f"{a_hi:.2f}), from runs of {min(steps):,} to {max(steps):,} steps; Chinchilla fitted over 400 models "
+                 "of 70M to 16B parameters.")
     top = max(c for c, _, _ in iso.points)
     at_top = [r for c, _, r in iso.points if c == top]
     best = min(at_top, key=lambda r: r.val_loss)
