@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     profile, overrides, stage = resolve_profile(args.profile), args.overrides, args.stage
     cfg = config.load(profile, overrides)
+    env = environment()  # the tree as the run found it, before the week writes its memo into docs/
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     log = WeeklyLog("week06", "Week 06 — a compute budget: data versions, A/B with statistics, IsoFLOP scaling, "
                     "the memo", out)
     timings["total"] = time.perf_counter() - t0
-    log.header(environment(), profile, command_line("week06_budget", profile, overrides),
+    log.header(env, profile, command_line("week06_budget", profile, overrides),
                {"wall clock (s)": f"{timings['total']:.1f}"})
     log.add(
         checks.budget_enforced([{"name": r.name, "budget": r.budget, "budget_value": r.budget_value,
