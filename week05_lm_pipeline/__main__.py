@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
                             max_tokens=cfg.eval.max_tokens)
     timings["eval"] = time.perf_counter() - t
     sample = sample_text(final_model, tok_out.tokenizer, cfg.sample)
+    exported = stages.export_stage(profile, best, tok_out.tokenizer, val_stream, cfg.model.block_size,
+                                   {"run_id": trained.run.run_id, "checkpoint": str(best), "week": "week05",
+                                    "val_loss": final_eval["loss"], "tokenizer": str(tok_out.path)})
     pipeline_s = trained.fit.evals[-1]["wall_s"] + time.perf_counter() - t_trained  # corpus -> ... -> sample
     t = time.perf_counter()
     bench = experiments.bench_grid(cfg, profile, packed, sha)
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "corpus": corpus, "tokenizer": tok_out, "packed": packed, "trained": trained, "evals": ev,
         "final_eval": final_eval, "unigram": unigram, "sample": sample, "timings": timings, "bench": bench,
         "ablation": ablation, "ladder": ladder, "tokenizers": tokenizers, "pack_readback": pack_readback, "pack_padding": pack_padding,
-        "peak": mfu_peak(next(final_model.parameters()).device, cfg.loop.precision),
+        "exported": exported, "peak": mfu_peak(next(final_model.parameters()).device, cfg.loop.precision),
         # the pipeline (corpus -> tokenizer -> pack -> train -> eval -> sample), not the experiments after it; a
         # resumed run's training time is summed over its processes (in the evals)
         "pipeline_s": pipeline_s,

@@ -139,3 +139,13 @@ def time_budget(pipeline_s: float, budget_s: float) -> Check:
     the pipeline are timed in the log's timings table, not here)."""
     return Check.judge("time budget (the pipeline)", pipeline_s <= budget_s,
                        f"{pipeline_s:.0f} s from process start to the sample", f"≤ {budget_s:.0f} s")
+
+
+def export_matches(path: str, diff_gpt: float, diff_hf: float, atol: float = 1e-4) -> Check:
+    """The Hugging Face export gives the checkpoint's logits, loaded back as the GPT and by ``from_pretrained``.
+
+    The tolerance: the GPT reload is the same module with the same weights (0 expected); the HF twin computes the
+    same fp32 arithmetic in another order (GPT-2's Conv1D, its own attention), a difference of rounding only."""
+    return Check.judge("HF export reproduces the checkpoint", diff_gpt == 0.0 and diff_hf <= atol,
+                       f"{path}: max |Δ logits| {diff_gpt:.1e} (load_hf), {diff_hf:.1e} (from_pretrained)",
+                       f"0 for load_hf; ≤ {atol:g} for transformers' GPT2LMHeadModel (fp32 rounding)")

@@ -266,4 +266,5 @@ def build_log(log: WeeklyLog, cfg: Week05Config, r: dict[str, Any]) -> None:
                                              higher_is_better=False), base_rung, cfg.ladder.margin),
         checks.bpe_speed(hand.train_s, hand.encode_mb_per_s, cfg.check.bpe_max_train_s, cfg.check.bpe_min_mb_per_s),
         checks.time_budget(r["pipeline_s"], cfg.check.time_budget_s),
+        checks.export_matches(r["exported"]["path"], r["exported"]["max_abs_diff_gpt"], r["exported"]["max_abs_diff_hf"]),
     )

@@ -57,3 +57,33 @@ def read_back_packing(packed: PackStage, tokenizer, corpus) -> tuple[dict, dict[
         out[split] = PackReadback(len(docs), len(back), len(bad) + abs(len(back) - len(docs)), bad[0] if bad else None)
         padding[split] = float(np.mean(np.asarray(stream) == tokenizer.pad_id)) if len(stream) else 0.0
     return out, padding
+
+
+def export_stage(profile: str, checkpoint, tokenizer, val: np.ndarray, block_size: int, meta: dict) -> dict:
+    """The best checkpoint as a Hugging Face folder, ``models/week05/gpt-<profile>/`` (:func:`shared.models.hf.save_hf`:
+    safetensors, config.json, the tokenizer, ``aifs_export.json``): the model week 7 fine-tunes as its from-scratch
+    row. The export is loaded back both ways and its logits compared with the checkpoint's on a val batch.
+
+    Returns:
+        ``{"path", "max_abs_diff_gpt", "max_abs_diff_hf"}`` (load_hf vs the checkpoint; transformers'
+        ``from_pretrained`` vs the checkpoint), in logits.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from shared.models.hf import load_hf, save_hf
+    from shared.models.loading import load_lm_for_eval
+    from shared.paths import models_root
+
+    lm = load_lm_for_eval(checkpoint, tokenizer)
+    out = save_hf(lm.model, models_root() / WEEK / f"gpt-{profile}", lm.tokenizer, meta)
+    x = torch.as_tensor(np.asarray(val[: 4 * block_size], dtype=np.int64)).view(4, block_size)
+    with torch.no_grad():
+        ref = lm.model(x)
+        gpt = load_hf(out)(x)
+        hf = AutoModelForCausalLM.from_pretrained(str(out), local_files_only=True).eval()(input_ids=x).logits
+    from shared.paths import REPO_ROOT
+
+    shown = out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out
+    return {"path": str(shown), "max_abs_diff_gpt": float((gpt - ref).abs().max()),
+            "max_abs_diff_hf": float((hf - ref).abs().max())}

@@ -33,6 +33,7 @@ from shared.models.gpt import GPT, GPTConfig
 from shared.nn.layers import default_mlp_width
 
 EXPORT_FILE = "aifs_export.json"  # written beside the weights by save_hf
+META_FILE = "meta.json"  # written beside the weights by save_pretrained_hf (base model, data, config hash)
 CHAR_TOKENIZER_FILE = "char_tokenizer.json"  # a CharTokenizer's file in an export ("tokenizer.json" means HF's)
 BPE_TOKENIZER_FILE = "tokenizer.bpe.json"  # a byte-level BPETokenizer's file in an export
 SPM_TOKENIZER_FILE = "tokenizer.model"  # a SentencePieceTokenizer's file in an export
@@ -326,9 +327,7 @@ def save_hf(model: GPT, out_dir: str | Path, tokenizer: Any = None, meta: dict[s
     ``{"gpt_config", "hf_class", "tokenizer_sha256", "tokenizer_file", "meta", "transformers_version"}``.
     A tokenizer's BOS/EOS/PAD ids go into the HF config and generation config.
 
-    Atomic: everything is written into a temporary folder beside ``out_dir``, fsynced, then renamed onto it; an
-    existing ``out_dir`` is moved aside only once the new folder is complete, then deleted. On any error the
-    temporary folder is removed and an existing ``out_dir`` is left as it was.
+    Atomic (:func:`write_folder_atomic`): a half-written export never replaces a complete one.
 
     Args:
         meta: JSON-serialisable facts to keep with the export (step, run name, data, ...).
@@ -354,10 +353,8 @@ def save_hf(model: GPT, out_dir: str | Path, tokenizer: Any = None, meta: dict[s
     record = {"gpt_config": asdict(model.cfg), "hf_class": type(hf).__name__, "tokenizer_sha256": None,
               "tokenizer_file": None, "meta": meta or {}, "transformers_version": transformers.__version__}
     text = json.dumps(record, indent=2, sort_keys=True)  # TypeError before anything is written
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    old = None
-    try:
+
+    def write(tmp: Path) -> None:
         if tokenizer is not None:
             for field in ("bos_token_id", "eos_token_id", "pad_token_id"):
                 value = getattr(tokenizer, field.replace("_token", ""))
@@ -365,6 +362,7 @@ def save_hf(model: GPT, out_dir: str | Path, tokenizer: Any = None, meta: dict[s
                 if getattr(hf, "generation_config", None) is not None:
                     setattr(hf.generation_config, field, value)
         hf.save_pretrained(tmp)
+        out = text
         if tokenizer is not None:
             from shared.data.tokenizer import load_tokenizer
 
@@ -373,8 +371,28 @@ def save_hf(model: GPT, out_dir: str | Path, tokenizer: Any = None, meta: dict[s
             if reloaded != tokenizer.sha256:
                 raise ValueError(f"the saved tokenizer reloads with sha256 {reloaded[:12]}, not {tokenizer.sha256[:12]}")
             record["tokenizer_sha256"] = tokenizer.sha256
-            text = json.dumps(record, indent=2, sort_keys=True)
-        (tmp / EXPORT_FILE).write_text(text + "\n")
+            out = json.dumps(record, indent=2, sort_keys=True)
+        (tmp / EXPORT_FILE).write_text(out + "\n")
+
+    return write_folder_atomic(out_dir, write)
+
+
+def write_folder_atomic(out_dir: str | Path, write: Any) -> Path:
+    """Fill a folder all at once: ``write(tmp)`` fills a temporary folder beside ``out_dir``, which is fsynced and
+    renamed onto ``out_dir``; an existing ``out_dir`` is moved aside only once the new one is complete, then deleted.
+    On any error the temporary folder is removed and an existing ``out_dir`` is left as it was.
+
+    Raises:
+        NotADirectoryError: ``out_dir`` exists and is not a folder.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"{out_dir} exists and is not a folder: pick another export folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    old = None
+    try:
+        write(tmp)
         _fsync_tree(tmp)
         if out_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
@@ -389,6 +407,29 @@ def save_hf(model: GPT, out_dir: str | Path, tokenizer: Any = None, meta: dict[s
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     return out_dir
+
+
+def save_pretrained_hf(model: nn.Module, out_dir: str | Path, tokenizer: Any = None,
+                       meta: dict[str, Any] | None = None) -> Path:
+    """Save a Hugging Face model (or an :class:`~shared.models.causal_lm.HFCausalLM`) with ``save_pretrained``,
+    its tokenizer (an :class:`~shared.data.hf_tokenizer.HFTokenizer` or a ``transformers`` tokenizer) and
+    ``meta.json`` (``meta``: base model, data version, config hash, ...), atomically (:func:`write_folder_atomic`),
+    so ``AutoModelForCausalLM.from_pretrained(out_dir)`` and ``AutoTokenizer.from_pretrained(out_dir)`` load it.
+
+    Raises:
+        TypeError: ``meta`` is not JSON-serialisable (raised before anything is written).
+        NotADirectoryError: ``out_dir`` exists and is not a folder.
+    """
+    hf = getattr(model, "hf", model)
+    text = json.dumps(meta or {}, indent=2, sort_keys=True)
+
+    def write(tmp: Path) -> None:
+        hf.save_pretrained(tmp)
+        if tokenizer is not None:
+            getattr(tokenizer, "hf", tokenizer).save_pretrained(str(tmp))
+        (tmp / META_FILE).write_text(text + "\n")
+
+    return write_folder_atomic(out_dir, write)
 
 
 def load_hf(path: str | Path) -> GPT:

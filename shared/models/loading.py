@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -65,3 +66,57 @@ def load_lm_for_eval(ckpt: str | Path, tokenizer: Tokenizer | str | Path | None 
     model = GPT(cfg)
     load_model(model, ck.path)
     return LoadedLM(model.to(device).eval(), tok, ck)
+
+
+@dataclass
+class AnyLM:
+    """A causal LM resolved from a name or a path, ready to evaluate.
+
+    Attributes:
+        model: eval mode; an :class:`shared.models.causal_lm.HFCausalLM` (registry entries and HF folders) or the
+            project's :class:`GPT` (checkpoint folders).
+        tokenizer: the project's tokenizer interface.
+        kind: ``"registry"``, ``"hf_dir"`` or ``"checkpoint"``.
+        name: a short label (the registry name, or the folder's name).
+        path: where the weights were read.
+    """
+
+    model: Any
+    tokenizer: Tokenizer
+    kind: str
+    name: str
+    path: Path
+
+
+def load_any_lm(spec: str | Path, device: torch.device | str = "cpu") -> AnyLM:
+    """Resolve ``spec``: a registered model name (``python -m shared.models`` lists them), a Hugging Face model
+    folder (``config.json``: a ``save_pretrained`` export such as ``models/week07/sft-v1``, or a
+    :func:`shared.models.hf.save_hf` export with the project's tokenizer), or a project checkpoint folder
+    (``meta.json`` + ``model.safetensors``, e.g. ``runs/week05/cpu/gpt-<hash>/checkpoints/best``).
+
+    Raises:
+        ValueError: ``spec`` is none of these (the message says what each looks like).
+        ModelError / CheckpointError / TokenizerError: it is one of them but does not load.
+    """
+    from shared.models.registry import REGISTRY
+
+    if isinstance(spec, str) and spec in REGISTRY:
+        from shared.models.pretrained import load_pretrained
+
+        lm = load_pretrained(spec, device)
+        return AnyLM(lm.model, lm.tokenizer, "registry", spec, Path(str(lm.path)))
+    path = Path(spec)
+    if (path / "config.json").is_file():
+        from transformers import AutoModelForCausalLM
+
+        from shared.models.causal_lm import HFCausalLM
+
+        tok = load_tokenizer(path)
+        hf = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
+        return AnyLM(HFCausalLM(hf).to(device).eval(), tok, "hf_dir", path.name, path)
+    if (path / "meta.json").is_file():
+        lm = load_lm_for_eval(path, device=device)
+        return AnyLM(lm.model, lm.tokenizer, "checkpoint", path.name, path)
+    raise ValueError(f"'{spec}' is not a model: give a registered name ({', '.join(sorted(REGISTRY))}), a Hugging "
+                     "Face model folder (with config.json, e.g. models/week07/sft-v1) or a checkpoint folder (with "
+                     "meta.json, e.g. runs/<week>/<profile>/<run>/checkpoints/best)")

@@ -35,7 +35,18 @@ def test_shared_public_api_is_frozen():
     modules = sorted(m.name for m in pkgutil.iter_modules(shared.__path__) if m.name != "tests")
     assert sorted(shared.__all__) == modules
     assert modules == [
-        "amp", "analysis", "atomic", "checkpoint", "cli", "config", "data", "device", "dist", "flops", "models", "nn",
+        "amp", "analysis", "atomic", "checkpoint", "cli", "config", "data", "device", "dist", "evals", "flops", "models", "nn",
         "parallel", "paths", "profiling", "report", "repro", "results", "rundir", "scaling", "stats", "tasks", "testing",
         "tracking", "train",
     ]
+
+
+def test_every_week_is_tested_by_make_test_and_linted_by_import_linter():
+    import tomllib
+
+    cfg = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    testpaths = set(cfg["tool"]["pytest"]["ini_options"]["testpaths"])
+    linter = cfg["tool"]["importlinter"]
+    weeks = sorted(p.name for p in REPO_ROOT.glob("week[0-9][0-9]_*") if (p / "tests").is_dir())
+    assert [w for w in weeks if f"{w}/tests" not in testpaths] == [], "add them to pytest's testpaths"
+    assert [w for w in weeks if w not in linter["root_packages"]] == [], "add them to import-linter's root_packages"

@@ -93,3 +93,9 @@ def test_bpe_speed():
 def test_time_budget():
     assert checks.time_budget(900, 1200).status == "PASS"
     assert checks.time_budget(1300, 1200).status == "FAIL"
+
+
+def test_export_matches():
+    assert checks.export_matches("m", 0.0, 3e-6).status == "PASS"
+    assert checks.export_matches("m", 1e-7, 3e-6).status == "FAIL"
+    assert checks.export_matches("m", 0.0, 1e-2).status == "FAIL"

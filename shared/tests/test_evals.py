@@ -1,0 +1,156 @@
+"""The eval harness: the instruction-following constraints, each score on a passing and a failing answer, left
+padding changes no greedy answer (GPT and Hugging Face paths), the harness gives the same numbers twice and copes
+with an empty generation, and the table keeps one row per (model, eval set, harness)."""
+
+import csv
+
+import pytest
+import torch
+
+from shared.evals.generate import Generation, greedy_generate, left_pad
+from shared.evals.harness import run_harness
+from shared.evals.instruct import (
+    EvalItem,
+    HarnessConfig,
+    asked_count,
+    instruction_checks,
+    list_items,
+    normalise_answer,
+    read_items,
+    score_answer,
+    summarise,
+    write_items,
+    write_table_row,
+)
+from shared.models.gpt import GPT, GPTConfig
+from shared.testing import DEBUG_GPT
+
+ITEM = EvalItem("x:0", "List three fruits.", "", "1. Apple\n2. Pear\n3. Plum", "brainstorming", "x")
+CFG = HarnessConfig(max_new_tokens=8)
+
+
+def test_constraints_read_off_the_instruction():
+    assert asked_count("Give me five ideas for a party.") == 5
+    assert asked_count("List 10 animals") == 10
+    assert asked_count("Explain gravity.") is None
+    assert list_items("1. a\n2) b\n- c\n* d\nnot an item") == 4
+    assert instruction_checks("Answer yes or no: is water wet?", "Yes, it is.") == {"yes_no": True}
+    assert instruction_checks("Answer yes or no: is water wet?", "Maybe.") == {"yes_no": False}
+    assert instruction_checks("Describe it in one sentence.", "It is red. It is big.") == {"one_sentence": False}
+    assert instruction_checks("Describe it in 5 words or fewer", "a small red ball") == {"word_limit": True}
+    assert instruction_checks("Return the data as JSON.", '```json\n{"a": 1}\n```') == {"json": True}
+    assert instruction_checks("Return the data as JSON.", "a: 1") == {"json": False}
+    assert instruction_checks("Why is the sky blue?", "Rayleigh scattering.") == {}
+
+
+def test_each_score_on_a_passing_and_a_failing_answer():
+    good = score_answer(ITEM, "1. Apple\n2. Pear\n3. Plum", True, "alpaca", CFG)
+    assert good["compliant"]
+    assert good["rougeL"] == pytest.approx(1.0)
+    assert good["followed"] is True
+    truncated = score_answer(ITEM, "1. Apple\n2. Pear", False, "alpaca", CFG)
+    assert not truncated["compliant"]
+    assert truncated["followed"] is False
+    assert truncated["rougeL"] < 1
+    echo = score_answer(ITEM, "### Instruction:\nList three fruits.", True, "alpaca", CFG)
+    assert echo["ended"]
+    assert not echo["no_echo"]
+    assert not echo["compliant"]
+    empty = score_answer(ITEM, "", True, "alpaca", CFG)
+    assert (empty["nonempty"], empty["compliant"], empty["rougeL"]) == (False, False, 0.0)
+    short = EvalItem("x:1", "Is 7 prime?", "", "Yes.", "classification", "x")
+    assert score_answer(short, "yes\nbecause...", True, "alpaca", CFG)["exact"] is True
+    assert score_answer(short, "No.", True, "alpaca", CFG)["exact"] is False
+    assert score_answer(ITEM, "x", True, "alpaca", CFG)["exact"] is None  # a long reference: no exact match
+    assert normalise_answer("  The END!! ") == "the end"
+    s = summarise([good, truncated, echo, empty])
+    assert (s["format_compliance"], s["following_items"], s["exact_items"]) == (0.25, 4, 0)
+    assert s["exact_match"] is None
+
+
+def test_left_padding_changes_no_greedy_answer_of_the_gpt():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**DEBUG_GPT, "block_size": 32})).eval()
+    prompts = [[1, 2, 3, 4, 5], [6], [2, 2]]
+    alone = [greedy_generate(model, [p], eos_id=7, pad_id=0, max_new_tokens=6)[0] for p in prompts]
+    batched = greedy_generate(model, prompts, eos_id=7, pad_id=0, max_new_tokens=6, batch_size=3)
+    assert batched == alone
+    ids, mask = left_pad(prompts, 0)
+    assert ids.tolist()[1] == [0, 0, 0, 0, 6]
+    assert mask.tolist()[1] == [0, 0, 0, 0, 1]
+    with pytest.raises(ValueError, match="empty prompt"):
+        left_pad([[]], 0)
+
+
+def _tiny_hf(tmp_path):
+    from shared.models.causal_lm import HFCausalLM
+    from shared.models.loading import load_any_lm
+    from shared.models.tiny import write_tiny_llama
+
+    folder = write_tiny_llama(tmp_path / "tiny", ["list three fruits apple pear plum"] * 20, vocab_size=300)
+    lm = load_any_lm(folder)
+    assert isinstance(lm.model, HFCausalLM)
+    assert lm.kind == "hf_dir"
+    return lm
+
+
+def test_hf_generation_matches_one_prompt_at_a_time_and_the_harness_repeats_itself(tmp_path):
+    lm = _tiny_hf(tmp_path)
+    prompts = [lm.tokenizer.encode(t) for t in ("list three", "apple", "pear plum apple pear")]
+    eos, pad = lm.tokenizer.eos_id, lm.tokenizer.pad_id
+    alone = [greedy_generate(lm.model, [p], eos_id=eos, pad_id=pad, max_new_tokens=5)[0] for p in prompts]
+    assert greedy_generate(lm.model, prompts, eos_id=eos, pad_id=pad, max_new_tokens=5, batch_size=3) == alone
+    items = [ITEM, EvalItem("x:1", "Name a fruit.", "", "Apple.", "brainstorming", "x")]
+    a = run_harness(lm.model, lm.tokenizer, items, "alpaca", CFG)
+    b = run_harness(lm.model, lm.tokenizer, items, "chat", CFG)
+    again = run_harness(lm.model, lm.tokenizer, items, "alpaca", CFG)
+    assert a.rows == again.rows
+    assert a.summary == again.summary
+    assert len(b.rows) == 2
+
+
+def test_an_empty_generation_is_scored_not_crashed(tmp_path):
+    lm = _tiny_hf(tmp_path)
+
+    class EOSFirst(torch.nn.Module):  # a model that ends every answer at once
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask=None, position_ids=None):
+            logits = torch.zeros(*input_ids.shape, len(lm.tokenizer.hf))
+            logits[..., lm.tokenizer.eos_id] = 1.0
+            return logits
+
+    model = EOSFirst(lm.model).eval()
+    res = run_harness(model, lm.tokenizer, [ITEM], "alpaca", CFG)
+    assert res.rows[0]["answer"] == ""
+    assert res.rows[0]["ended"]
+    assert not res.rows[0]["compliant"]
+    assert greedy_generate(model, [[1, 2]], eos_id=lm.tokenizer.eos_id, pad_id=0, max_new_tokens=3) == [
+        Generation((), True)]
+
+
+def test_unknown_model_spec_is_a_clear_error(tmp_path):
+    from shared.models.loading import load_any_lm
+
+    with pytest.raises(ValueError, match="is not a model: give a registered name"):
+        load_any_lm(tmp_path / "nothing-here")
+
+
+def test_the_table_keeps_one_row_per_model_eval_set_and_harness(tmp_path):
+    path = tmp_path / "harness.csv"
+    write_table_row(path, {"model": "base", "eval_set": "e", "harness": "h", "rougeL": 0.1})
+    write_table_row(path, {"model": "sft", "eval_set": "e", "harness": "h", "rougeL": 0.2})
+    write_table_row(path, {"model": "base", "eval_set": "e", "harness": "h", "rougeL": 0.3})
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["model"], r["rougeL"]) for r in rows] == [("sft", "0.2"), ("base", "0.3")]
+
+
+def test_eval_items_round_trip_and_a_bad_line_is_named(tmp_path):
+    path = write_items(tmp_path / "e.jsonl", [ITEM])
+    assert read_items(path) == [ITEM]
+    path.write_text('{"id": "a"}\n')
+    with pytest.raises(ValueError, match="line 1 lacks instruction"):
+        read_items(path)

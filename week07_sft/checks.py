@@ -1,0 +1,156 @@
+"""The plan's checks for week 7, each a pure function of the run's results: numbers in, a ``Check`` out."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from shared.report import Check
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f}%"
+
+
+def eval_set_clean(task_types: Mapping[str, int], min_types: int, overlapping: int, items: int) -> Check:
+    """The eval set covers at least ``min_types`` task types and no item has an exact or near duplicate in train."""
+    types = ", ".join(f"{t} {n}" for t, n in sorted(task_types.items()))
+    return Check.judge("eval set covers the task types and shares nothing with train",
+                       len(task_types) >= min_types and overlapping == 0 and items > 0,
+                       f"{items} items, {len(task_types)} task types ({types}); {overlapping} with an exact or near "
+                       "duplicate in the training records",
+                       f"≥ {min_types} task types and 0 items duplicated in train (MinHash, week 6's dedup)")
+
+
+def loss_decreases(first_val: float, final_val: float, name: str) -> Check:
+    """The SFT run's val loss (response tokens) ends below where it started."""
+    return Check.judge("SFT loss decreases", math.isfinite(final_val) and final_val < first_val,
+                       f"{name}: val loss {first_val:.4f} → {final_val:.4f} nats/token",
+                       "final val loss < val loss before training")
+
+
+def beats_base(base: Mapping[str, float], sft: Mapping[str, float], judge: bool = True) -> Check:
+    """The SFT model is better than the base on the harness: higher format compliance and higher ROUGE-L."""
+    measured = (f"format compliance {_pct(base['format_compliance'])} → {_pct(sft['format_compliance'])}, "
+                f"ROUGE-L {base['rougeL']:.3f} → {sft['rougeL']:.3f}")
+    criterion = "SFT > base on format compliance and on ROUGE-L"
+    if not judge:
+        return Check.skip("SFT beats the base model on the harness", "a random tiny model (smoke): compared, not "
+                          "judged", criterion, measured)
+    ok = sft["format_compliance"] > base["format_compliance"] and sft["rougeL"] > base["rougeL"]
+    return Check.judge("SFT beats the base model on the harness", ok, measured, criterion)
+
+
+def overfit_found(onset_step: int | None, best_val: float, rise: float, train_fell: bool, epochs: float,
+                  mem_train: float, mem_eval: float) -> Check:
+    """The over-fitting onset was found (val loss turned up while train loss kept falling) and memorisation was
+    measured on train and eval prompts."""
+    mem = f"memorised: {_pct(mem_train)} of train prompts vs {_pct(mem_eval)} of eval prompts"
+    ok = onset_step is not None and train_fell and math.isfinite(mem_train) and math.isfinite(mem_eval)
+    where = (f"val loss lowest at step {onset_step} ({best_val:.4f}), then up {100 * rise:.1f}% by the end while "
+             f"train loss fell" if onset_step is not None else
+             f"val loss did not turn up within {epochs:.1f} epochs (lowest {best_val:.4f})")
+    return Check.judge("over-fitting onset found and memorisation measured", ok, f"{where}; {mem}",
+                       "a val-loss minimum followed by a rise (> 1%) with train loss still falling, over ≥ 3 epochs; "
+                       "memorisation rates measured")
+
+
+def versions_compared(v1: Mapping[str, float], v2: Mapping[str, float], steps1: int, steps2: int,
+                      removed: int) -> Check:
+    """v1 and v2 trained at the same budget and both scored by the harness."""
+    same = steps1 == steps2
+    return Check.judge("v2 vs v1 compared at the same budget", same and removed > 0,
+                       f"{removed} records removed by the cleaning; {steps1} vs {steps2} steps; ROUGE-L "
+                       f"{v1['rougeL']:.3f} (v1) vs {v2['rougeL']:.3f} (v2), format compliance "
+                       f"{_pct(v1['format_compliance'])} vs {_pct(v2['format_compliance'])}",
+                       "same number of steps, cleaning removed > 0 records, both scored")
+
+
+def improvements_show(v1: Mapping[str, float], v2: Mapping[str, float], judge: bool = True) -> Check:
+    """v2 is better than v1 on the harness: higher ROUGE-L and format compliance no lower."""
+    d = v2["rougeL"] - v1["rougeL"]
+    measured = (f"ROUGE-L v2 − v1 = {d:+.3f}; format compliance {_pct(v1['format_compliance'])} (v1) vs "
+                f"{_pct(v2['format_compliance'])} (v2)")
+    criterion = "v2 ROUGE-L > v1 and v2 format compliance ≥ v1"
+    if not judge:
+        return Check.skip("improvements show in eval", "a random tiny model (smoke): compared, not judged",
+                          criterion, measured)
+    return Check.judge("improvements show in eval",
+                       d > 0 and v2["format_compliance"] >= v1["format_compliance"], measured, criterion)
+
+
+def harness_checkpoints(models: Sequence[str]) -> Check:
+    """The harness ran on at least 3 different checkpoints."""
+    uniq = sorted(set(models))
+    return Check.judge("harness runs on ≥ 3 checkpoints", len(uniq) >= 3, f"{len(uniq)}: {', '.join(uniq)}",
+                       "≥ 3 different models scored by the same harness")
+
+
+def trl_loss_equal(same_ids: bool, same_mask: bool, diff: float, atol: float, project: float, trl: float) -> Check:
+    """On one fixed batch, TRL holds the same ids and masked positions, and the two losses agree to ``atol``."""
+    return Check.judge("SFT loss equals TRL's on a fixed batch", same_ids and same_mask and diff <= atol,
+                       f"project {project:.7f} vs TRL {trl:.7f} (|Δ| = {diff:.1e}); same ids: {same_ids}, same "
+                       f"masked positions: {same_mask}",
+                       f"same batch and |Δ| ≤ {atol:g} (fp32; only the reduction order differs)")
+
+
+def trl_parity(project_val: float, trl_val: float, rel: float, steps: int) -> Check:
+    """Trained alike for the same steps, TRL's model's val loss is within ``rel`` of the project's."""
+    d = abs(project_val - trl_val) / project_val
+    return Check.judge("trained like TRL, eval loss within 5%", d <= rel,
+                       f"after {steps} steps: project {project_val:.4f} vs TRL {trl_val:.4f} nats/token "
+                       f"({100 * d:.1f}% apart)", f"relative difference ≤ {100 * rel:.0f}%")
+
+
+def speed_vs_trl(ours_s: float, trl_s: float, slack: float, judge: bool = True) -> Check:
+    """The hand-written step is not slower than TRL's on the same batch by more than ``slack``."""
+    measured = f"{ours_s:.3f} s vs {trl_s:.3f} s per step ({ours_s / trl_s:.2f}×)"
+    criterion = f"project ≤ {1 + slack:.2f} × TRL seconds/step, same batch, fp32"
+    if not judge:
+        return Check.skip("SFT step not slower than TRL's by > 10%", "millisecond steps of a tiny model (smoke) are "
+                          "timer noise: shown, not judged", criterion, measured)
+    return Check.judge("SFT step not slower than TRL's by > 10%", ours_s <= trl_s * (1 + slack), measured, criterion)
+
+
+def configs_cited(runs: Sequence[Mapping[str, str]]) -> Check:
+    """Every run the log reports names its config hash and data hash, and its folder's config.yaml hashes to it.
+
+    Each run: ``{"name", "config_hash", "data_sha256", "config_matches"}`` (``config_matches``: "yes"/"no")."""
+    bad = [r["name"] for r in runs if not r["config_hash"] or not r["data_sha256"] or r["config_matches"] != "yes"]
+    return Check.judge("report cites exact configs and data hashes", bool(runs) and not bad,
+                       f"{len(runs)} runs, each with its config hash and data sha256" if not bad else
+                       f"missing or not matching: {', '.join(bad)}",
+                       "every reported run: config hash = hash of its config.yaml, and a data sha256")
+
+
+def rerun_reproduces(original: float | None, rerun: float | None, name: str, reason: str = "") -> Check:
+    """Re-running one run from its config gives the same final eval loss (bitwise on the same CPU)."""
+    criterion = "identical final val loss (bitwise, same hardware)"
+    if reason:
+        return Check.skip("a rerun reproduces the final eval loss", reason, criterion)
+    ok = original is not None and rerun is not None and original == rerun
+    return Check.judge("a rerun reproduces the final eval loss", ok, f"{name}: {original!r} vs {rerun!r}", criterion)
+
+
+def export_loads(recorded: float, reloaded: float, path: str) -> Check:
+    """The exported model loads with ``from_pretrained`` and gives the val loss its run recorded."""
+    ok = math.isfinite(reloaded) and abs(recorded - reloaded) <= 1e-5 * max(1.0, abs(recorded))
+    return Check.judge("exported model reloads with the same val loss", ok,
+                       f"{path}: {recorded:.6f} recorded vs {reloaded:.6f} reloaded",
+                       "|Δ| ≤ 1e-5 relative (fp32; the same weights, a fresh process's kernels)")
+
+
+def scratch_row(result: Mapping[str, float] | None, reason: str) -> Check:
+    """The from-scratch GPT was fine-tuned and scored by the same harness."""
+    criterion = "the project's GPT SFT'd with the same objective and scored"
+    if result is None:
+        return Check.skip("from-scratch GPT row", reason, criterion)
+    return Check.judge("from-scratch GPT row", math.isfinite(result["rougeL"]),
+                       f"ROUGE-L {result['rougeL']:.3f}, format compliance {_pct(result['format_compliance'])}",
+                       criterion)
+
+
+def within_time(seconds: float, budget: float) -> Check:
+    """The whole week ran within its time budget."""
+    return Check.judge("the week fits its time budget", seconds <= budget, f"{seconds:,.0f} s",
+                       f"≤ {budget:,.0f} s")

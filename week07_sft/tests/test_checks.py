@@ -1,0 +1,82 @@
+"""Every week-7 check on a passing and a failing input (and a SKIP where one applies)."""
+
+import math
+
+from shared.report import FAIL, PASS, SKIP
+from week07_sft import checks
+
+BASE = {"format_compliance": 0.1, "rougeL": 0.10}
+SFT = {"format_compliance": 0.9, "rougeL": 0.25}
+
+
+def test_eval_set_clean():
+    assert checks.eval_set_clean({t: 5 for t in "abcdef"}, 6, 0, 30).status == PASS
+    assert checks.eval_set_clean({t: 5 for t in "abcde"}, 6, 0, 25).status == FAIL
+    assert checks.eval_set_clean({t: 5 for t in "abcdef"}, 6, 1, 30).status == FAIL
+
+
+def test_loss_decreases():
+    assert checks.loss_decreases(2.0, 1.5, "r").status == PASS
+    assert checks.loss_decreases(2.0, 2.1, "r").status == FAIL
+    assert checks.loss_decreases(2.0, math.nan, "r").status == FAIL
+
+
+def test_beats_base():
+    assert checks.beats_base(BASE, SFT).status == PASS
+    assert checks.beats_base(BASE, {**SFT, "rougeL": 0.05}).status == FAIL
+    assert checks.beats_base(BASE, {**SFT, "format_compliance": 0.1}).status == FAIL
+    assert checks.beats_base(BASE, SFT, judge=False).status == SKIP
+
+
+def test_overfit_found():
+    assert checks.overfit_found(8, 1.2, 0.1, True, 4, 0.5, 0.0).status == PASS
+    assert checks.overfit_found(None, 1.2, 0.0, True, 4, 0.5, 0.0).status == FAIL
+    assert checks.overfit_found(8, 1.2, 0.1, False, 4, 0.5, 0.0).status == FAIL
+    assert checks.overfit_found(8, 1.2, 0.1, True, 4, math.nan, 0.0).status == FAIL
+
+
+def test_versions_compared_and_improvements_show():
+    assert checks.versions_compared(SFT, SFT, 20, 20, 30).status == PASS
+    assert checks.versions_compared(SFT, SFT, 20, 10, 30).status == FAIL
+    assert checks.versions_compared(SFT, SFT, 20, 20, 0).status == FAIL
+    better = {**SFT, "rougeL": 0.3}
+    assert checks.improvements_show(SFT, better).status == PASS
+    assert checks.improvements_show(better, SFT).status == FAIL
+    assert checks.improvements_show(SFT, {**better, "format_compliance": 0.5}).status == FAIL
+    assert checks.improvements_show(SFT, better, judge=False).status == SKIP
+
+
+def test_harness_checkpoints():
+    assert checks.harness_checkpoints(["a", "b", "c"]).status == PASS
+    assert checks.harness_checkpoints(["a", "b", "b"]).status == FAIL
+
+
+def test_trl_checks():
+    assert checks.trl_loss_equal(True, True, 3e-7, 1e-5, 1.0, 1.0).status == PASS
+    assert checks.trl_loss_equal(True, True, 3e-4, 1e-5, 1.0, 1.0).status == FAIL
+    assert checks.trl_loss_equal(True, False, 0.0, 1e-5, 1.0, 1.0).status == FAIL
+    assert checks.trl_parity(2.0, 2.05, 0.05, 20).status == PASS
+    assert checks.trl_parity(2.0, 2.2, 0.05, 20).status == FAIL
+    assert checks.speed_vs_trl(10.5, 10.0, 0.10).status == PASS
+    assert checks.speed_vs_trl(11.5, 10.0, 0.10).status == FAIL
+    assert checks.speed_vs_trl(11.5, 10.0, 0.10, judge=False).status == SKIP
+
+
+def test_configs_cited():
+    ok = {"name": "a", "config_hash": "abcd1234", "data_sha256": "ff", "config_matches": "yes"}
+    assert checks.configs_cited([ok]).status == PASS
+    assert checks.configs_cited([ok, {**ok, "name": "b", "config_matches": "no"}]).status == FAIL
+    assert checks.configs_cited([{**ok, "data_sha256": ""}]).status == FAIL
+    assert checks.configs_cited([]).status == FAIL
+
+
+def test_rerun_export_scratch_time():
+    assert checks.rerun_reproduces(1.25, 1.25, "r").status == PASS
+    assert checks.rerun_reproduces(1.25, 1.2500001, "r").status == FAIL
+    assert checks.rerun_reproduces(None, None, "r", reason="off").status == SKIP
+    assert checks.export_loads(1.5, 1.5000001, "m").status == PASS
+    assert checks.export_loads(1.5, 1.6, "m").status == FAIL
+    assert checks.scratch_row({"rougeL": 0.1, "format_compliance": 0.5}, "").status == PASS
+    assert checks.scratch_row(None, "no export").status == SKIP
+    assert checks.within_time(100, 120).status == PASS
+    assert checks.within_time(130, 120).status == FAIL
