@@ -181,7 +181,11 @@ def run_scratch(cfg: Week07Config, profile: str, data: WeekData, res: WeekResult
     loop = with_steps(cfg.loop, cfg.scratch.max_steps, micro_batch=cfg.scratch.micro_batch, seed=cfg.run.seeds[0],
                       eval_every=max(1, cfg.scratch.max_steps // 3))
     ref = data_ref("v2", data.v2, data.hashes["val"], data.hashes["v2"])
-    r = sft_run("scratch-gpt", profile, path, data.v2, data.val, ref, sft, optim, cfg.schedule, loop)
+    try:
+        r = sft_run("scratch-gpt", profile, path, data.v2, data.val, ref, sft, optim, cfg.schedule, loop)
+    except ValueError as e:  # no example fits the GPT's window: the row cannot be measured, and the log says why
+        res.scratch_reason = f"the GPT at {path.name} (block_size {block}) cannot take the examples: {e}"
+        return
     res.runs["scratch"] = r
     res.scored["scratch"] = score(cfg, "scratch-gpt (SFT)", "sft-scratch", r.export_dir, data.eval_items,
                                   data.hashes["eval_set"])

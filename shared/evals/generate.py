@@ -71,6 +71,25 @@ def _gpt_greedy(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, max_new
     return torch.stack(new, 1) if new else ids[:, :0]
 
 
+def position_limit(hf_model: nn.Module) -> int | None:
+    """The most positions a Hugging Face model can attend over (GPT-2's ``n_positions``, Llama's
+    ``max_position_embeddings``), or None."""
+    cfg = getattr(hf_model, "config", None)
+    return getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
+
+
+def fit_window(ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int,
+               limit: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Fit a left-padded batch and its continuation into ``limit`` positions: fewer new tokens when the prompt is
+    long (the answer then stops at the window, which the harness scores as not ended); a prompt of ``limit`` or more
+    tokens keeps its last ``limit - 1`` (a model with learned positions cannot go past its table)."""
+    if limit is None or ids.shape[1] + max_new_tokens <= limit:
+        return ids, mask, max_new_tokens
+    if ids.shape[1] >= limit:
+        ids, mask = ids[:, -(limit - 1):], mask[:, -(limit - 1):]
+    return ids, mask, limit - ids.shape[1]
+
+
 @torch.no_grad()
 def greedy_generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, eos_id: int, pad_id: int,
                     max_new_tokens: int, batch_size: int = 8) -> list[Generation]:
@@ -95,7 +114,8 @@ def greedy_generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, eos_i
         ids, mask = left_pad([prompts[i] for i in chunk], pad_id)
         ids, mask = ids.to(device), mask.to(device)
         if hf is not None and hasattr(hf, "generate"):
-            gen = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+            ids, mask, new = fit_window(ids, mask, max_new_tokens, position_limit(hf))
+            gen = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, do_sample=False,
                               eos_token_id=eos_id, pad_token_id=pad_id)[:, ids.shape[1]:]
         else:
             gen = _gpt_greedy(model, ids, mask, max_new_tokens, eos_id, pad_id)

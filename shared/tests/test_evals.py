@@ -82,6 +82,19 @@ def test_left_padding_changes_no_greedy_answer_of_the_gpt():
         left_pad([[]], 0)
 
 
+def test_a_window_of_learned_positions_is_never_passed():
+    from shared.evals.generate import fit_window
+
+    ids, mask = left_pad([[1, 2, 3], [4]], 0)
+    assert fit_window(ids, mask, 5, None)[2] == 5
+    assert fit_window(ids, mask, 5, 16)[2] == 5
+    assert fit_window(ids, mask, 5, 6)[2] == 3  # 3 prompt positions + 3 new = the window
+    long = torch.ones(1, 10, dtype=torch.long)
+    cut, cut_mask, new = fit_window(long, long, 4, 8)
+    assert cut.shape == (1, 7)
+    assert new == 1
+
+
 def _tiny_hf(tmp_path):
     from shared.models.causal_lm import HFCausalLM
     from shared.models.loading import load_any_lm
