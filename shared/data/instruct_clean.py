@@ -5,10 +5,11 @@ The rules, in order (a record is counted by the first rule that removes it):
 1. ``format``: fixes, not removals — surrounding whitespace stripped, runs of 3+ newlines cut to 2, a literal
    ``\\n`` turned into a newline, a ``<noinput>`` input emptied (counted as fixed);
 2. ``empty_output``: an output that is empty or a placeholder (``<nooutput>``, ``N/A``, ``none``, ...);
-3. ``unseen_reference``: an instruction or output that needs something the model cannot see (an image, photo,
-   video, chart, audio, an attachment or a link: Alpaca's generator was told such tasks are impossible for a
-   text model, Taori et al. 2023), or an output that is a refusal / "as an AI language model" boilerplate
-   (a common cleaning step since Vicuna's ShareGPT filtering, Chiang et al. 2023);
+3. ``unseen_reference``: an instruction that points at something the model cannot see ("this image", "the video
+   below", "the attached file", a link: Alpaca's generator was told such tasks are impossible for a text model,
+   Taori et al. 2023), an output with a link (a text model cannot vouch for one), or an output that is a refusal /
+   "as an AI language model" boilerplate (a common cleaning step since Vicuna's ShareGPT filtering, Chiang et al.
+   2023);
 4. ``exact_duplicate``: the same normalised instruction + input + output as an earlier record
    (:func:`shared.data.dedup.exact_dedup`);
 5. ``near_duplicate``: a record whose text has a Jaccard similarity ≥ the threshold to an earlier one
@@ -30,9 +31,12 @@ from shared.data.instruct import InstructionRecord
 from shared.data.sources import record_text
 
 PLACEHOLDERS = {"", "<nooutput>", "nooutput", "n/a", "na", "none", "no output", "<noinput>", "null", "-", "."}
-_UNSEEN = regex.compile(r"\b(image|images|photo|photos|picture|pictures|video|videos|chart|diagram|graph shown|audio|"
-                        r"recording|attached|attachment|the following (link|url)|this (link|url))\b|https?://|www\.",
-                        regex.I)
+# a task about something only a human with the attachment could see: "describe this image", "the attached file",
+# "watch the video below", or a link to open (a text model sees none of them)
+_UNSEEN = regex.compile(r"\b(this|the|following|given|attached|above|below|provided|my)\s+(image|images|photo|photos|"
+                        r"picture|pictures|video|videos|chart|diagram|graph|audio|recording|screenshot|painting|pdf|"
+                        r"spreadsheet|link|url|website)\b|\battach(ed|ment)\b|https?://|www\.", regex.I)
+_LINK = regex.compile(r"https?://|www\.", regex.I)
 _REFUSAL = regex.compile(r"\b(as an ai|as a language model|as an ai language model|i'?m sorry,? but i (cannot|can't)|"
                          r"i (cannot|can't|am unable to) (provide|access|view|see|browse))\b", regex.I)
 _NEWLINES = regex.compile(r"\n{3,}")
@@ -84,8 +88,7 @@ def is_placeholder(output: str) -> bool:
 
 def needs_unseen(r: InstructionRecord) -> bool:
     """The record refers to an image/link/attachment the model cannot see, or its output is a refusal."""
-    return bool(_UNSEEN.search(f"{r.instruction}\n{r.input}") or _UNSEEN.search(r.output)
-                or _REFUSAL.search(r.output))
+    return bool(_UNSEEN.search(f"{r.instruction}\n{r.input}") or _LINK.search(r.output) or _REFUSAL.search(r.output))
 
 
 def _example(r: InstructionRecord, why: str = "") -> dict[str, str]:

@@ -56,6 +56,8 @@ def test_each_cleaning_rule_keeps_a_good_record_and_removes_a_bad_one():
     assert needs_unseen(_rec("Describe the image below.", "A cat."))
     assert needs_unseen(_rec("Tell me a joke.", "As an AI language model, I cannot tell jokes."))
     assert needs_unseen(_rec("Summarise https://example.com", "It is about cats."))
+    assert needs_unseen(_rec("Name a good site.", "See www.example.com for more."))
+    assert not needs_unseen(_rec("Suggest ways to stay connected.", "Use video chat and share photos."))
     fixed = fix_format(_rec("  Say hi.\\n ", "Hi\n\n\n\nthere", input="<noinput>"))
     assert (fixed.instruction, fixed.input, fixed.output) == ("Say hi.", "", "Hi\n\nthere")
     long_words = " ".join(["word"] * 50)
