@@ -51,8 +51,8 @@ def overfit_found(onset_step: int | None, best_val: float, rise: float, train_fe
              f"train loss fell" if onset_step is not None else
              f"val loss did not turn up within {epochs:.1f} epochs (lowest {best_val:.4f})")
     return Check.judge("over-fitting onset found and memorisation measured", ok, f"{where}; {mem}",
-                       "a val-loss minimum followed by a rise (> 1%) with train loss still falling, over ≥ 3 epochs; "
-                       "memorisation rates measured")
+                       "a val-loss minimum followed by a rise (> 1%, or at 3 evals in a row) with train loss still "
+                       "falling, over ≥ 3 epochs; memorisation rates measured")
 
 
 def versions_compared(v1: Mapping[str, float], v2: Mapping[str, float], steps1: int, steps2: int,

@@ -1,7 +1,9 @@
 """Over-fitting on purpose: several epochs of a small subset, the step where val loss turns up, and memorisation.
 
-The onset is the eval step with the lowest val loss, provided a later eval is higher by more than ``tol`` (relative)
-while the train loss keeps falling: past it the model fits its few examples better and everything else worse.
+The onset is the eval step with the lowest val loss, provided the val loss then rises: by more than ``tol``
+(relative), or at ``patience`` consecutive evals in a row (the val set is fixed and the eval deterministic, so a
+steady climb is signal, not noise), while the train loss keeps falling: past it the model fits its few examples
+better and everything else worse.
 Memorisation (Carlini et al. 2021, https://arxiv.org/abs/2012.07805, in its simplest form): the share of prompts
 whose greedy answer reproduces the reference (ROUGE-L ≥ ``threshold``), on the training prompts the model saw vs
 eval prompts it never saw; a large gap is memorised text, not learned skill.
@@ -24,7 +26,7 @@ class Onset:
     train_fell_after: bool  # the train loss at the end is below its value at the onset
 
 
-def overfit_onset(evals: Sequence[dict[str, float]], tol: float = 0.01) -> Onset:
+def overfit_onset(evals: Sequence[dict[str, float]], tol: float = 0.01, patience: int = 3) -> Onset:
     """The over-fitting onset of eval rows ``{"step", "val_loss", "train_loss"}`` (in step order).
 
     Raises:
@@ -38,7 +40,10 @@ def overfit_onset(evals: Sequence[dict[str, float]], tol: float = 0.01) -> Onset
     best, last = evals[i]["val_loss"], evals[-1]["val_loss"]
     later = max((e["val_loss"] for e in evals[i + 1:]), default=best)
     rise = (later - best) / best
-    turned = i < len(evals) - 1 and rise > tol
+    after = [e["val_loss"] for e in evals[i:]]
+    steps = zip(after[:patience], after[1:patience + 1], strict=True)
+    climbs = len(after) > patience and all(b > a for a, b in steps)
+    turned = i < len(evals) - 1 and (rise > tol or climbs)
     fell = evals[-1]["train_loss"] < evals[i]["train_loss"]
     return Onset(int(evals[i]["step"]) if turned else None, best, last, (last - best) / best, fell)
 

@@ -74,12 +74,13 @@ def by_type_table(res: WeekResults) -> pd.DataFrame:
 
 def samples_table(data: WeekData, res: WeekResults, n: int) -> pd.DataFrame:
     def cut(s: str, k: int = 160) -> str:
-        s = " ".join(s.split())
+        s = " ".join(s.split()).replace("|", "/")
         return s[:k] + ("…" if len(s) > k else "")
 
     rows = []
     for j, item in enumerate(data.eval_items[:n]):
-        row = {"task type": item.task_type, "instruction": cut(item.instruction + (" | " + item.input if item.input
+        # " / " between instruction and input: a "|" would split the Markdown table's cell
+        row = {"task type": item.task_type, "instruction": cut(item.instruction + (" / " + item.input if item.input
                                                                                   else ""), 120),
                "reference": cut(item.reference, 100), "base": cut(res.base.items[j]["answer"])}
         for key in ("v1", "v2"):

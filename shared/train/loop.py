@@ -246,6 +246,19 @@ class _Loop:
         self.logger.log("train", self.p["step"], 0, **row)
         return {**row, "dt": seconds / max(steps, 1)}
 
+    def log_step(self, bar: Any, loss: torch.Tensor, metrics: dict[str, torch.Tensor], tokens: int, t_log: float,
+                 steps: int) -> tuple[float, int, int]:
+        """The train row of the steps since the last row (metrics.csv, the bar, the console line); returns the reset
+        (time of this row, steps since it, tokens since it)."""
+        cfg, p = self.cfg, self.p
+        now = time.perf_counter()  # .item() in log_row waits for the GPU: time after it
+        row = self.log_row(loss, metrics, tokens, now - t_log, steps)
+        bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_sec']:,.0f}")
+        if cfg.print_every and p["step"] % cfg.print_every == 0:
+            console(format_step(p["step"], {k: row[k] for k in ("loss", "lr", "dt", "tokens_per_sec", "mfu")
+                                            if k in row}, self.total_steps))
+        return now, 0, 0
+
     def fit(self) -> FitResult:
         from tqdm import tqdm
 
@@ -275,17 +288,17 @@ class _Loop:
                         self.first_step_s = time.perf_counter() - self.t_start
                     since_log, tokens_since = since_log + 1, tokens_since + tokens
                     bar.update(1)
-                    done = self.budget_reached(step_s=time.perf_counter() - t0)
-                    if p["step"] % cfg.log_every == 0 or done:
-                        now = time.perf_counter()  # .item() in log_row waits for the GPU: time after it
-                        row = self.log_row(loss, metrics, tokens_since, now - t_log, since_log)
-                        bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_sec']:,.0f}")
-                        if cfg.print_every and p["step"] % cfg.print_every == 0:
-                            console(format_step(p["step"], {k: row[k] for k in ("loss", "lr", "dt", "tokens_per_sec",
-                                                                                  "mfu") if k in row}, self.total_steps))
-                        t_log, since_log, tokens_since = now, 0, 0
-                    p["last_step_s"] = time.perf_counter() - t0
+                    logged = p["step"] % cfg.log_every == 0 or self.budget_reached(step_s=time.perf_counter() - t0)
+                    if logged:
+                        t_log, since_log, tokens_since = self.log_step(bar, loss, metrics, tokens_since, t_log,
+                                                                       since_log)
+                    p["last_step_s"] = time.perf_counter() - t0  # with the log row's wait for the device
                     p["train_time_s"] += p["last_step_s"]
+                    # decided on the seconds just recorded, so a time budget is passed by less than the last step
+                    done = self.budget_reached()
+                    if done and not logged:  # the time ran out in the log row's wait: the last step gets its row
+                        t_log, since_log, tokens_since = self.log_step(bar, loss, metrics, tokens_since, t_log,
+                                                                       since_log)
                     if p["step"] % cfg.eval_every == 0 or done:
                         self.evaluate()
                         t_log, since_log, tokens_since = time.perf_counter(), 0, 0  # tokens/s leaves eval time out

@@ -33,6 +33,10 @@ def test_the_smoke_week_writes_its_log(tmp_path, monkeypatch):
 
     assert main(["--profile", "smoke"]) == 0
     text = (tmp_path / "runs" / "week07" / "smoke" / "log" / "week07.md").read_text()
-    assert "FAIL" not in text.split("## Checks")[1].split("\n## ")[0]
+    checks = text.split("## Checks")[1].split("\n## ")[0]
+    assert " 0 FAIL " in checks.splitlines()[0]
+    rows = [r for r in checks.splitlines() if r.startswith("|")]
+    assert rows
+    assert not [r for r in rows if r.strip().strip("|").split("|")[-1].strip() == "FAIL"]
     assert (tmp_path / "runs" / "harness.csv").is_file()
     assert (tmp_path / "models" / "week07" / "sft-v1" / "meta.json").is_file()
