@@ -65,17 +65,22 @@ def data_ref(version: str, records: list, val_sha: str, sha: str) -> DataRef:
     return DataRef(version, sha, val_sha, len(records))
 
 
+def val_task(cfg: Week07Config, tokenizer: Any, data: WeekData) -> SFTTask:
+    """The val records encoded as the SFT runs encode them, behind the runs' evaluator (``mean_loss``)."""
+    val = encode_records(data.val, tokenizer, cfg.sft.template, cfg.sft.max_length).examples
+    pad = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
+    return SFTTask(val, val, pad, 0, cfg.sft.eval_batch, 0)
+
+
 def export_reload(cfg: Week07Config, result: SFTResult, data: WeekData) -> dict[str, Any]:
     """Load the export back (``from_pretrained``) and measure its val loss with the run's evaluator."""
     import torch
 
     from shared.data.tokenizer import load_tokenizer
 
-    tok = load_tokenizer(result.export_dir)
-    val = encode_records(data.val, tok, cfg.sft.template, cfg.sft.max_length).examples
-    task = SFTTask(val, val, tok.pad_id if tok.pad_id is not None else tok.eos_id, 0, cfg.sft.eval_batch, 0)
+    task = val_task(cfg, load_tokenizer(result.export_dir), data)
     model = load_model(result.export_dir, torch.device("cpu")).eval()
-    loss = task.mean_loss(model, val)
+    loss = task.mean_loss(model, task.val)
     del model
     _free()
     return {"path": str(result.export_dir.relative_to(REPO_ROOT) if result.export_dir.is_relative_to(REPO_ROOT)
@@ -113,10 +118,8 @@ def run_trl(cfg: Week07Config, profile: str, data: WeekData, res: WeekResults) -
     cmp = compare_batch(res.base_dir, data.v1, cfg.sft, cfg.optim, cfg.schedule, loop)
     res.timings["TRL fixed batch"] = time.perf_counter() - t
     t = time.perf_counter()
-    tok = load_tokenizer(res.base_dir)
-    val = encode_records(data.val, tok, cfg.sft.template, cfg.sft.max_length).examples
-    val_task = SFTTask(val, val, tok.pad_id if tok.pad_id is not None else tok.eos_id, 0, cfg.sft.eval_batch, 0)
-    run = trl_train(res.base_dir, data.v1, val_task, cfg.sft, cfg.optim, cfg.schedule, loop)
+    run = trl_train(res.base_dir, data.v1, val_task(cfg, load_tokenizer(res.base_dir), data), cfg.sft, cfg.optim,
+                    cfg.schedule, loop)
     _free()
     res.timings["TRL training"] = time.perf_counter() - t
     t = time.perf_counter()
