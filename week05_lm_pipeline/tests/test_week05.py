@@ -71,11 +71,12 @@ def test_stages_skip_verified_outputs_and_redo_broken_ones(corpus_dir):
 def test_the_whole_pipeline_passes_its_checks_and_the_eval_cli_agrees(corpus_dir, aifs_dirs, capsys):
     code = main(["--profile", "smoke", *_overrides(corpus_dir)])
     log = (aifs_dirs["runs"] / "week05" / "smoke" / "log" / "week05.md").read_text()
-    assert "(of 12)" in log, log
+    assert "(of 13)" in log, log
     assert code == (1 if "| FAIL" in log else 0)
     # the pipeline's own checks must pass on any corpus; the experiments' (ablation, ladder) need real sizes
     for name in ("tokenizer round trip", "packing loses no token", "perplexity is reproducible",
-                 "beats the unigram baseline", "throughput is plausible", "peak memory is plausible"):
+                 "beats the unigram baseline", "throughput is plausible", "peak memory is plausible",
+                 "HF export reproduces the checkpoint"):
         row = next(line for line in log.splitlines() if line.startswith(f"| {name}"))
         assert row.split("|")[-2].strip() == "PASS", row
     best = next((aifs_dirs["runs"] / "week05" / "smoke").glob("gpt-*/checkpoints/best"))
