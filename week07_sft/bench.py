@@ -49,13 +49,11 @@ def _time_trl(base: Path, records, template: str, max_length: int, batch: int, s
     import torch
 
     from shared.data.tokenizer import load_tokenizer
-    from shared.tasks.sft import encode_records
     from shared.train.config import LoopConfig, OptimConfig, ScheduleConfig
-    from week07_sft.trl_ref import _hf_model, sft_config, trl_dataset
+    from week07_sft.trl_ref import _hf_model, fitting, sft_config, trl_dataset
 
     tok = load_tokenizer(base)
-    keep = [e.id for e in encode_records(records, tok, template, max_length).examples[:batch]]
-    picked = [r for r in records if r.id in set(keep)]
+    picked = fitting(records, tok, template, max_length)[:batch]
     from trl import SFTTrainer
 
     model = _hf_model(base).train()

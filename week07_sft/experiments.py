@@ -135,8 +135,9 @@ def run_overfit(cfg: Week07Config, profile: str, data: WeekData, res: WeekResult
 
     t = time.perf_counter()
     tok = load_tokenizer(res.base_dir)
-    fits = {e.id for e in encode_records(data.v2, tok, cfg.sft.template, cfg.sft.max_length).examples}
-    subset = [r for r in data.v2 if r.id in fits][:cfg.overfit.examples]
+    from week07_sft.trl_ref import fitting
+
+    subset = fitting(data.v2, tok, cfg.sft.template, cfg.sft.max_length)[:cfg.overfit.examples]
     mb = min(cfg.loop.micro_batch, len(subset))
     per_epoch = math.ceil(len(subset) / mb)
     steps = cfg.overfit.epochs * per_epoch

@@ -41,6 +41,14 @@ def trl_dataset(records: Sequence[InstructionRecord], tokenizer: Any, template: 
                               "completion": [r.output for r in records]})
 
 
+def fitting(records: Sequence[InstructionRecord], tokenizer: Any, template: str,
+            max_length: int) -> list[InstructionRecord]:
+    """The records the project's encoder keeps (not over ``max_length``, not empty), in order: what TRL is given,
+    so both train on the same examples (TRL would truncate the long ones instead)."""
+    keep = {e.id for e in encode_records(records, tokenizer, template, max_length).examples}
+    return [r for r in records if r.id in keep]
+
+
 def sft_config(out_dir: str, optim: OptimConfig, schedule: ScheduleConfig, loop: LoopConfig, max_length: int,
                **extra: Any):
     """The ``SFTConfig`` matching the project's hyper-parameters (fp32 on CPU, no gradient checkpointing)."""
@@ -127,9 +135,7 @@ def trl_train(base_dir: Path, train: Sequence[InstructionRecord], val_task: SFTT
     from trl import SFTTrainer
 
     tokenizer = load_tokenizer(base_dir)
-    # only records that fit, as the project's run keeps them (TRL would truncate the others)
-    keep = {e.id for e in encode_records(train, tokenizer, sft.template, sft.max_length).examples}
-    data = trl_dataset([r for r in train if r.id in keep], tokenizer, sft.template)
+    data = trl_dataset(fitting(train, tokenizer, sft.template, sft.max_length), tokenizer, sft.template)
     torch.manual_seed(loop.seed)
     model = _hf_model(base_dir)
     evals: list[dict[str, float]] = []
