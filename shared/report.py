@@ -134,13 +134,15 @@ class WeeklyLog:
         if intro:
             self.text(intro)
 
-    def table(self, df: pd.DataFrame, name: str, caption: str = "") -> Path:
-        """A Markdown table, also saved as ``<name>.csv`` beside the log; returns the CSV path."""
+    def table(self, df: pd.DataFrame, name: str, caption: str = "", show: bool = True) -> Path:
+        """A Markdown table, also saved as ``<name>.csv`` beside the log; returns the CSV path. ``show=False``
+        links the CSV without printing the table (per-item data too long to read in the log)."""
         csv_path = self.asset_dir / f"{name}.csv"
         with atomic_path(csv_path) as tmp:
             df.to_csv(tmp, index=False)
         cap = f"{caption} " if caption else ""
-        self.body.append(f"{_md_table(df)}\n\n{cap}([CSV]({self.week}/{name}.csv))")
+        link = f"{cap}([CSV]({self.week}/{name}.csv))"
+        self.body.append(f"{_md_table(df)}\n\n{link}" if show else f"{link}: {len(df):,} rows")
         return csv_path
 
     def config(self, cfg: Any, name: str = "config") -> None:

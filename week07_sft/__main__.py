@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         checks.overfit_found(on.step, on.best_val, on.rise, on.train_fell_after, res.overfit["epochs"],
                              res.overfit["memorised"]["train"], res.overfit["memorised"]["eval"]),
         checks.versions_compared(s1, s2, v1.steps, v2.steps, data.clean.removed),
-        checks.improvements_show(s1, s2, judge),
+        checks.improvements_show(res.scored["v1"].items, res.scored["v2"].items, cfg.check.alpha, judge),
         checks.harness_checkpoints([base.label, *(s.label for s in res.scored.values())]),
         *report.trl_checks(cfg, res),
         checks.configs_cited(report.cited_runs(res)),

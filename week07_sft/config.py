@@ -58,6 +58,7 @@ class EvalSetConfig:
     sources: list[str] = field(default_factory=lambda: ["self_instruct", "alpaca_eval"])
     max_reference_words: int = at_least(1, 120)  # references longer than this are not drawn
     seed: int = 0
+    min_constrained: int = at_least(0, 8)  # items whose instruction has a checkable constraint (drawn first)
     limit: int = at_least(0, 0)  # score only the first N items (0 = all; smoke); the file interleaves task types
 
 
@@ -107,6 +108,7 @@ class CheckConfig:
     """Thresholds of the week's checks."""
 
     time_budget_s: float = positive(2700.0)  # the whole week on this profile
+    alpha: float = in_range(0, 1, 0.05, lo_open=True)  # family-wise level of the paired v1-vs-v2 tests
     judge_eval: bool = True  # False (smoke): a random tiny model's harness numbers are noise; compared, not judged
     judge_speed: bool = True  # False (smoke): millisecond steps on a shared CI machine are noise; shown, not judged
 

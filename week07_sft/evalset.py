@@ -3,7 +3,10 @@
 From Self-Instruct's user-oriented instructions and AlpacaEval (references no longer than
 ``eval_set.max_reference_words``), every candidate with an exact or near duplicate in the training records (or in an
 earlier candidate's instruction: AlpacaEval contains the Self-Instruct tasks) is dropped; the rest are grouped by task type and
-drawn round-robin over the types, seeded, so the first k items of the file cover as many types as k allows. The
+drawn round-robin over the types, seeded, so the first k items of the file cover as many types as k allows. Within a
+type, candidates whose instruction carries a checkable constraint (an asked-for count, a list, a table, one sentence,
+yes/no, a word limit, JSON: :func:`shared.evals.instruct.instruction_checks`) are drawn first, so the harness's
+instruction-following rate rests on at least ``eval_set.min_constrained`` items. The
 file is committed and its sha256 pinned in ``configs/week07.yaml``: the eval set never changes under a run.
 """
 
@@ -19,7 +22,7 @@ import numpy as np
 from shared.data.dedup import contaminated, exact_dedup, near_dedup, normalise
 from shared.data.instruct import load_records
 from shared.data.sources import record_text
-from shared.evals.instruct import EvalItem, write_items
+from shared.evals.instruct import EvalItem, instruction_checks, write_items
 from week07_sft import config
 from week07_sft.data import eval_set_path
 
@@ -28,7 +31,7 @@ def draw(cfg: config.Week07Config) -> list[EvalItem]:
     """The eval items (see the module docstring).
 
     Raises:
-        ValueError: fewer candidates or task types than asked for.
+        ValueError: fewer candidates, task types or constrained items than asked for.
     """
     train = [record_text(r.to_json()) for s in cfg.data.sources for r in load_records(s)]
     cands = [r for s in cfg.eval_set.sources for r in load_records(s)
@@ -48,6 +51,8 @@ def draw(cfg: config.Week07Config) -> list[EvalItem]:
                          f"eval_set.min_task_types={cfg.eval_set.min_task_types}")
     rng = np.random.default_rng(cfg.eval_set.seed)
     pools = {t: [rs[i] for i in rng.permutation(len(rs))] for t, rs in sorted(by_type.items())}
+    # constrained first within each type (a stable sort keeps the seeded order inside both groups)
+    pools = {t: sorted(rs, key=lambda r: not constrained(r.instruction)) for t, rs in pools.items()}
     items: list[EvalItem] = []
     while len(items) < cfg.eval_set.size and any(pools.values()):
         for t in sorted(pools):
@@ -56,7 +61,16 @@ def draw(cfg: config.Week07Config) -> list[EvalItem]:
                 items.append(EvalItem(r.id, r.instruction, r.input, r.output, r.task_type, r.source))
     if len(items) < cfg.eval_set.size:
         raise ValueError(f"only {len(items)} clean candidates for an eval set of {cfg.eval_set.size}")
+    n_con = sum(constrained(i.instruction) for i in items)
+    if n_con < cfg.eval_set.min_constrained:
+        raise ValueError(f"only {n_con} drawn items carry a checkable instruction constraint; "
+                         f"eval_set.min_constrained={cfg.eval_set.min_constrained}")
     return items
+
+
+def constrained(instruction: str) -> bool:
+    """True when the harness can check the instruction's constraint (``instruction_checks`` finds one)."""
+    return bool(instruction_checks(instruction, ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     types = defaultdict(int)
     for i in items:
         types[i.task_type] += 1
-    print(f"{len(items)} items, {len(types)} task types: {dict(sorted(types.items()))}")
+    print(f"{len(items)} items, {len(types)} task types: {dict(sorted(types.items()))}; "
+          f"{sum(constrained(i.instruction) for i in items)} with a checkable constraint")
     if args.write:
         print(f"wrote {path}\nsha256 {hashlib.sha256(path.read_bytes()).hexdigest()}")
     return 0

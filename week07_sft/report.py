@@ -72,6 +72,14 @@ def by_type_table(res: WeekResults) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def items_table(res: WeekResults) -> pd.DataFrame:
+    """One row per (model, eval item): the answer and its scores."""
+    return pd.DataFrame([{"model": s.label, "id": i["id"], "task_type": i["task_type"], "compliant": i["compliant"],
+                          "ended": i["ended"], "rougeL": _r(i["rougeL"], 4), "exact": i["exact"],
+                          "followed": i["followed"], "checks": ",".join(f"{k}={v}" for k, v in i["checks"].items()),
+                          "answer": i["answer"]} for s in [res.base, *res.scored.values()] for i in s.items])
+
+
 def samples_table(data: WeekData, res: WeekResults, n: int) -> pd.DataFrame:
     def cut(s: str, k: int = 160) -> str:
         s = " ".join(s.split()).replace("|", "/")
@@ -165,6 +173,11 @@ def build_log(log: WeeklyLog, cfg: Week07Config, data: WeekData, res: WeekResult
                 "counts only items with a short reference, instruction following only items with a checkable "
                 "constraint (their counts are beside them).")
     log.table(harness_table(res), "harness")
+    paired = checks.paired_harness(res.scored["v1"].items, res.scored["v2"].items)
+    log.text("**v2 vs v1, item by item.** " + checks.describe_paired(paired) + ". "
+             + checks.paired_verdict(paired, cfg.check.alpha, "v1", "v2"))
+    log.table(items_table(res), "items", "every model's answer and scores on every eval item (the paired tests' "
+              "input)", show=False)
     log.table(by_type_table(res), "rouge_by_type", "ROUGE-L by task type")
     log.table(samples_table(data, res, cfg.harness.samples), "samples", "greedy answers (first items of the eval set)")
     log.section("SFT runs")

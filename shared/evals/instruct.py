@@ -34,9 +34,16 @@ from shared.config import at_least
 from shared.data.prompts import ECHO_MARKERS
 
 NUMBER_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+# "list 5 ...", "give three ...": a count the answer can be checked against, not "the two players" or "$3"
 _COUNT = regex.compile(r"\b(?:list|give|name|provide|suggest|write|generate|create|come up with|brainstorm|offer)"
-                       r"\b[^.?!\n]{0,40}?\b(\d+|two|three|four|five|six|seven|eight|nine|ten)\b")
-_ITEM = regex.compile(r"^\s*(?:\d+[.)]|[-*•])\s+\S", regex.M)
+                       r"\b[^.?!\n]{0,40}?(?<!\bthe |\$)\b(\d{1,2}|two|three|four|five|six|seven|eight|nine|ten)"
+                       r"\s+(?:[\w-]+\s+){0,2}?[\w-]*[a-z]s\b")
+_ITEM = regex.compile(r"^\s*(?:\d+[.):-]|[-*•])\s+\S", regex.M)
+_ASK_LIST = regex.compile(r"\b(?:make|give|create|write|generate|provide|prepare|compile|brainstorm)\b[^.?!\n]{0,30}?"
+                          r"\b(?:a |an )?(?:bullet(?:ed)?[- ]point |bullet(?:ed)? |numbered )?list\b")
+_ASK_TABLE = regex.compile(r"\b(?:make|create|design|draw|build|generate|prepare|in|as|into|using)\b(?: a| the)?"
+                           r"(?: (?!following\b|given\b|above\b|below\b|this\b)\w+){0,2} table\b")
+_CODE = regex.compile(r"\b(?:write|create|generate|give)\b[^.?!\n]{0,40}?\b(?:code|script|program|function|html|sql)\b")
 _WORD_LIMIT = regex.compile(r"\b(?:in|under|within|at most|no more than|fewer than|less than)\s+(\d+)\s+words\b")
 _PUNCT = regex.compile(r"[\p{P}\p{S}]+")
 _SENTENCE_END = regex.compile(r"[.!?](?:\s|$)")
@@ -83,6 +90,23 @@ def list_items(text: str) -> int:
     return len(_ITEM.findall(text))
 
 
+def item_count(text: str) -> int:
+    """The items of a list answer: marked lines (:func:`list_items`), else non-empty lines, else the comma-separated
+    parts after the last colon when each is short (≤ 4 words: a list, not prose); 1 for any other non-empty text."""
+    marked = list_items(text)
+    if marked >= 2:
+        return marked
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if len(lines) >= 2:
+        return len(lines)
+    tail = text.rsplit(":", 1)[-1].strip().rstrip(".")
+    parts = [regex.sub(r"^\s*(?:and|or)\s+", "", p).strip() for p in regex.split(r"[,;]", tail)]
+    parts = [p for p in parts if p]
+    if len(parts) >= 2 and all(len(p.split()) <= 4 for p in parts):
+        return len(parts)
+    return int(bool(text.strip()))
+
+
 def _json_ok(text: str) -> bool:
     body = text.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
     try:
@@ -95,10 +119,17 @@ def _json_ok(text: str) -> bool:
 def instruction_checks(instruction: str, answer: str) -> dict[str, bool]:
     """The verifiable constraints of ``instruction`` and whether ``answer`` meets each (empty: none apply)."""
     low, out = instruction.lower(), {}
+    if _CODE.search(low):  # the answer is code: its counts, lists and JSON are the program's, not the answer's form
+        return out
     n = asked_count(instruction)
     if n is not None:
-        out["count"] = list_items(answer) == n
-    if regex.search(r"\b(in|using) (one|a single) sentence\b", low):
+        out["count"] = item_count(answer) == n
+    elif _ASK_LIST.search(low):
+        out["list"] = item_count(answer) >= 2
+    if _ASK_TABLE.search(low):  # rows with cell separators (markdown pipes or tabs)
+        rows = [ln for ln in answer.splitlines() if "|" in ln or "\t" in ln]
+        out["table"] = len(rows) >= 2 or any(ln.count("|") >= 3 for ln in rows)
+    if regex.search(r"\b(in|using) (just |only |exactly )?(one|a single) sentence\b", low):
         out["one_sentence"] = len(_SENTENCE_END.findall(answer.strip())) <= 1 and bool(answer.strip())
     if regex.search(r"\b(in )?(one|a single) word\b", low):
         out["one_word"] = len(answer.split()) == 1

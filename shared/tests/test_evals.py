@@ -14,6 +14,7 @@ from shared.evals.instruct import (
     HarnessConfig,
     asked_count,
     instruction_checks,
+    item_count,
     list_items,
     normalise_answer,
     read_items,
@@ -41,6 +42,27 @@ def test_constraints_read_off_the_instruction():
     assert instruction_checks("Return the data as JSON.", '```json\n{"a": 1}\n```') == {"json": True}
     assert instruction_checks("Return the data as JSON.", "a: 1") == {"json": False}
     assert instruction_checks("Why is the sky blue?", "Rayleigh scattering.") == {}
+
+
+def test_list_table_and_count_checks_read_the_answer_form():
+    # a count the answer cannot be held to is not a constraint: "the two players", "$3", a number in a name
+    assert asked_count("Provide the names of the two players in the game.") is None
+    assert asked_count("If her parents give her $3 more, how much has she?") is None
+    assert asked_count("Write a description for a 925 sterling silver chain.") is None
+    assert item_count("1- San Diego\n2- Manchester") == 2
+    assert item_count("The planets are: Mercury, Venus, Earth, and Mars.") == 4
+    assert item_count("It rains a lot, which is why the grass, unlike the trees, stays green all year long.") == 1
+    assert instruction_checks("Give me a list of 3 colours.", "red, green, blue") == {"count": True}
+    assert instruction_checks("Give me a list of 3 colours.", "red, green") == {"count": False}
+    assert instruction_checks("Make a list of popular podcasts.", "Serial\nRadiolab\nThis American Life") == {
+        "list": True}
+    assert instruction_checks("Make a list of popular podcasts.", "Serial is popular.") == {"list": False}
+    assert instruction_checks("Create a table of planets and sizes.", "Planet | Size\nMars | 6792 km") == {
+        "table": True}
+    assert instruction_checks("Create a table of planets and sizes.", "Mars is 6792 km wide.") == {"table": False}
+    # a table the prompt gives is not one it asks for; code answers are not held to list or JSON form
+    assert instruction_checks("Add up the prices in the following table.", "42") == {}
+    assert instruction_checks("Write a Python script that saves a dict as JSON with 3 keys.", "import json") == {}
 
 
 def test_each_score_on_a_passing_and_a_failing_answer():

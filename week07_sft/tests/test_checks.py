@@ -2,6 +2,8 @@
 
 import math
 
+import pytest
+
 from shared.report import FAIL, PASS, SKIP
 from week07_sft import checks
 
@@ -39,11 +41,36 @@ def test_versions_compared_and_improvements_show():
     assert checks.versions_compared(SFT, SFT, 20, 20, 30).status == PASS
     assert checks.versions_compared(SFT, SFT, 20, 10, 30).status == FAIL
     assert checks.versions_compared(SFT, SFT, 20, 20, 0).status == FAIL
-    better = {**SFT, "rougeL": 0.3}
-    assert checks.improvements_show(SFT, better).status == PASS
-    assert checks.improvements_show(better, SFT).status == FAIL
-    assert checks.improvements_show(SFT, {**better, "format_compliance": 0.5}).status == FAIL
-    assert checks.improvements_show(SFT, better, judge=False).status == SKIP
+
+
+def _items(compliant, rouge):
+    return [{"id": f"e:{k}", "compliant": c, "rougeL": r} for k, (c, r) in enumerate(zip(compliant, rouge, strict=True))]
+
+
+def test_improvements_show_needs_a_paired_significant_gain_and_no_significant_loss():
+    n = 20
+    v1 = _items([False] * n, [0.2] * n)
+    # compliance up on 8 items, down on none (sign test p = 1/256, Holm x2 still < 0.05); ROUGE-L unchanged
+    v2 = _items([True] * 8 + [False] * (n - 8), [0.2] * n)
+    assert checks.improvements_show(v1, v2, 0.05).status == PASS
+    assert checks.improvements_show(v2, v1, 0.05).status == FAIL  # the same gap the other way round
+    # a lead of 3 items of 20: the means differ, the paired test cannot tell it from noise
+    assert checks.improvements_show(v1, _items([True] * 3 + [False] * (n - 3), [0.2] * n), 0.05).status == FAIL
+    # better on compliance, but ROUGE-L lower on every item: not an improvement
+    worse_rouge = _items([True] * 8 + [False] * (n - 8), [0.2 - 0.01 * (k + 1) for k in range(n)])
+    assert checks.improvements_show(v1, worse_rouge, 0.05).status == FAIL
+    assert checks.improvements_show(v1, v2, 0.05, judge=False).status == SKIP
+
+
+def test_paired_verdict_states_what_the_tests_found():
+    n = 20
+    v1 = _items([False] * n, [0.2] * n)
+    v2 = _items([True] * 8 + [False] * (n - 8), [0.2] * n)
+    assert checks.paired_verdict(checks.paired_harness(v1, v2), 0.05, "v1", "v2").startswith(
+        "v2 is better than v1 on format compliance")
+    assert "do not differ detectably" in checks.paired_verdict(checks.paired_harness(v1, v1), 0.05, "v1", "v2")
+    with pytest.raises(ValueError, match="same items"):
+        checks.paired_harness(v1, v2[::-1])
 
 
 def test_harness_checkpoints():

@@ -37,7 +37,7 @@ def test_val_split_is_seeded_and_disjoint():
 
 @needs_data
 def test_the_frozen_eval_set_is_what_the_builder_draws_and_is_clean():
-    from week07_sft.evalset import draw
+    from week07_sft.evalset import constrained, draw
 
     cfg = config.load("cpu")
     items = load_eval_set(cfg)
@@ -46,6 +46,7 @@ def test_the_frozen_eval_set_is_what_the_builder_draws_and_is_clean():
     assert data.overlap.n_removed == 0
     assert len({i.task_type for i in items}) >= cfg.eval_set.min_task_types
     assert len(items) == cfg.eval_set.size
+    assert sum(constrained(i.instruction) for i in items) >= cfg.eval_set.min_constrained
     assert data.clean.removed > 0
     assert len(data.v2) < len(data.v1)
 
