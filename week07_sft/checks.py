@@ -88,6 +88,22 @@ def paired_harness(a_items: Sequence[Mapping], b_items: Sequence[Mapping]) -> di
             for (m, t), pb, pw in zip(tests.items(), better, worse, strict=True)}
 
 
+def seed_mean(runs: Sequence[Sequence[Mapping]]) -> list[dict]:
+    """Each eval item's format compliance and ROUGE-L averaged over one model version's seeds (``runs``: one list
+    of per-item rows per seed, the same items in the same order).
+
+    Raises:
+        ValueError: no runs, or runs scored on different items.
+    """
+    if not runs:
+        raise ValueError("seed_mean needs at least one run's items")
+    ids = [i["id"] for i in runs[0]]
+    if any([i["id"] for i in r] != ids for r in runs):
+        raise ValueError("every seed's run must be scored on the same items in the same order")
+    return [{"id": ids[j], **{m: sum(float(r[j][m]) for r in runs) / len(runs) for m in PAIRED_METRICS}}
+            for j in range(len(ids))]
+
+
 def describe_paired(result: Mapping[str, dict], fmt: Mapping[str, Any] | None = None) -> str:
     """``"format compliance 70% → 82% (higher on 6 items, lower on 1; p = 0.12)"``, one clause per metric."""
     fmt = fmt or {"compliant": _pct, "rougeL": lambda x: f"{x:.3f}"}
@@ -99,17 +115,20 @@ def describe_paired(result: Mapping[str, dict], fmt: Mapping[str, Any] | None = 
     return "; ".join(parts)
 
 
-def improvements_show(v1_items: Sequence[Mapping], v2_items: Sequence[Mapping], alpha: float,
+def improvements_show(v1_runs: Sequence[Sequence[Mapping]], v2_runs: Sequence[Sequence[Mapping]], alpha: float,
                       judge: bool = True) -> Check:
-    """v2 is better than v1 on the harness: on the same items, a paired one-sided test finds v2 higher on format
-    compliance or on ROUGE-L (Holm-adjusted over the two, p < ``alpha``), and lower on neither.
+    """v2 is better than v1 on the harness: with each eval item's scores averaged over the version's seeds
+    (:func:`seed_mean`), a paired one-sided test finds v2 higher on format compliance or on ROUGE-L (Holm-adjusted
+    over the two, p < ``alpha``), and lower on neither.
 
-    One run per version scores 40 items: a lead of a few items is the noise of which examples each run saw, so the
-    verdict rests on the paired tests, not on the two means."""
-    result = paired_harness(v1_items, v2_items)
-    measured = describe_paired(result)
-    criterion = (f"v2 better on format compliance or ROUGE-L by a paired one-sided test over the {len(v1_items)} "
-                 f"items (exact sign test / Wilcoxon signed-rank, Holm-adjusted p < {alpha:g}), worse on neither")
+    A run scores 40 items, and which examples a run happened to see moves its scores by several items: the verdict
+    rests on the paired tests over seed-averaged items, not on two means."""
+    result = paired_harness(seed_mean(v1_runs), seed_mean(v2_runs))
+    n_items, seeds = len(v1_runs[0]), f"{len(v1_runs)} vs {len(v2_runs)} seeds"
+    measured = f"{seeds}, seed means: " + describe_paired(result)
+    criterion = (f"v2 better on format compliance or ROUGE-L by a paired one-sided test over the {n_items} items "
+                 f"(each averaged over its seeds; exact sign test on 0/1 scores, else Wilcoxon signed-rank; "
+                 f"Holm-adjusted p < {alpha:g}), worse on neither")
     if not judge:
         return Check.skip("improvements show in eval", "a random tiny model (smoke): compared, not judged",
                           criterion, measured)

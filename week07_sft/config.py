@@ -67,7 +67,9 @@ class SFTRunConfig:
     """One SFT budget, the same for v1, v2 and the TRL reference."""
 
     max_steps: int = at_least(1, 20)
-    seeds: list[int] = field(default_factory=lambda: [0])
+    # the order of the examples; v1 and v2 train once per seed and the v1-vs-v2 verdict averages each eval item over
+    # them (the first seed's runs are the exported sft-v1 / sft-v2)
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
 
 
 @dataclass

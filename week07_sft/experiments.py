@@ -38,6 +38,7 @@ class WeekResults:
     base: Scored
     runs: dict[str, SFTResult] = field(default_factory=dict)
     scored: dict[str, Scored] = field(default_factory=dict)
+    seeds: dict[str, list[Scored]] = field(default_factory=dict)  # v1/v2: one Scored per seed, run.seeds' order
     trl: dict[str, Any] = field(default_factory=dict)
     overfit: dict[str, Any] = field(default_factory=dict)
     scratch_reason: str = ""
@@ -88,20 +89,41 @@ def export_reload(cfg: Week07Config, result: SFTResult, data: WeekData) -> dict[
 
 
 def run_sft_versions(cfg: Week07Config, profile: str, data: WeekData, res: WeekResults) -> None:
-    """SFT on v1 and on v2 at the same budget; each exported and scored."""
-    loop = with_steps(cfg.loop, cfg.run.max_steps, seed=cfg.run.seeds[0])
+    """SFT on v1 and on v2 at the same budget, once per seed in ``run.seeds``; each run scored by the harness.
+
+    The first seed's runs are ``sft-v1`` / ``sft-v2``: exported to ``models/week07/`` (what weeks 8, 9 and 11 start
+    from) and scored into the shared harness table. Further seeds change only the order of the examples: they are
+    scored from memory (their rows go to the week's own ``harness_seeds.csv``) so the v1-vs-v2 verdict can average
+    each eval item over seeds.
+    """
+    if not cfg.run.seeds or len(set(cfg.run.seeds)) != len(cfg.run.seeds):
+        raise ValueError(f"run.seeds={cfg.run.seeds}: give one or more distinct seeds")
     base_sha = weights_sha256(res.base_dir)
-    for version, records in (("v1", data.v1), ("v2", data.v2)):
-        t = time.perf_counter()
-        ref = data_ref(version, records, data.hashes["val"], data.hashes[version])
-        r = sft_run(f"sft-{version}", profile, res.base_dir, records, data.val, ref, cfg.sft, cfg.optim,
-                    cfg.schedule, loop, base_sha256=base_sha, meta={"base_registry_name": cfg.base.name})
-        res.runs[version] = r
-        _free()
-        res.scored[version] = score(cfg, f"sft-{version}", f"sft-{version}", r.export_dir, data.eval_items,
-                                    data.hashes["eval_set"])
-        _free()
-        res.timings[f"SFT {version} + harness"] = time.perf_counter() - t
+    versions = (("v1", data.v1), ("v2", data.v2))
+    for k, seed in enumerate(cfg.run.seeds):
+        loop = with_steps(cfg.loop, cfg.run.max_steps, seed=seed)
+        for version, records in versions:
+            t = time.perf_counter()
+            ref = data_ref(version, records, data.hashes["val"], data.hashes[version])
+            name = f"sft-{version}" if k == 0 else f"sft-{version}-seed{seed}"
+            r = sft_run(name, profile, res.base_dir, records, data.val, ref, cfg.sft, cfg.optim, cfg.schedule, loop,
+                        base_sha256=base_sha, meta={"base_registry_name": cfg.base.name}, export=k == 0,
+                        keep_model=k > 0)
+            res.runs[version if k == 0 else f"{version} seed {seed}"] = r
+            _free()
+            if k == 0:
+                s = score(cfg, name, name, r.export_dir, data.eval_items, data.hashes["eval_set"])
+                res.scored[version] = s
+            else:
+                from shared.data.tokenizer import load_tokenizer
+
+                s = score(cfg, f"{name}", f"sft-{version}", r.run_dir, data.eval_items, data.hashes["eval_set"],
+                          model=r.model, tokenizer=load_tokenizer(res.base_dir),
+                          table=runs_root() / "week07" / profile / "harness_seeds.csv")
+                r.model = None
+            res.seeds.setdefault(version, []).append(s)
+            _free()
+            res.timings[f"SFT {version} + harness" + ("" if k == 0 else f" (seed {seed})")] = time.perf_counter() - t
     t = time.perf_counter()
     res.export_check = export_reload(cfg, res.runs["v1"], data)
     res.timings["export reload"] = time.perf_counter() - t

@@ -72,12 +72,25 @@ def by_type_table(res: WeekResults) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def seeds_table(res: WeekResults) -> pd.DataFrame:
+    """v1 and v2 once per seed: the run's val loss and its harness numbers."""
+    rows = []
+    for v in ("v1", "v2"):
+        runs = [r for k, r in res.runs.items() if k == v or k.startswith(f"{v} seed ")]
+        for r, s in zip(runs, res.seeds[v], strict=True):
+            rows.append({"version": v, "run": r.name, "val loss after": _r(r.final_val_loss, 4),
+                         "format_compliance": _r(s.row["format_compliance"]), "rougeL": _r(s.row["rougeL"]),
+                         "instruction_following": _r(s.row["instruction_following"]), "run id": r.run_id})
+    return pd.DataFrame(rows)
+
+
 def items_table(res: WeekResults) -> pd.DataFrame:
-    """One row per (model, eval item): the answer and its scores."""
+    """One row per (model, eval item): the answer and its scores (every seed of v1 and v2)."""
+    extra = [s for v in ("v1", "v2") for s in res.seeds.get(v, [])[1:]]
     return pd.DataFrame([{"model": s.label, "id": i["id"], "task_type": i["task_type"], "compliant": i["compliant"],
                           "ended": i["ended"], "rougeL": _r(i["rougeL"], 4), "exact": i["exact"],
                           "followed": i["followed"], "checks": ",".join(f"{k}={v}" for k, v in i["checks"].items()),
-                          "answer": i["answer"]} for s in [res.base, *res.scored.values()] for i in s.items])
+                          "answer": i["answer"]} for s in [res.base, *res.scored.values(), *extra] for i in s.items])
 
 
 def samples_table(data: WeekData, res: WeekResults, n: int) -> pd.DataFrame:
@@ -173,9 +186,11 @@ def build_log(log: WeeklyLog, cfg: Week07Config, data: WeekData, res: WeekResult
                 "counts only items with a short reference, instruction following only items with a checkable "
                 "constraint (their counts are beside them).")
     log.table(harness_table(res), "harness")
-    paired = checks.paired_harness(res.scored["v1"].items, res.scored["v2"].items)
-    log.text("**v2 vs v1, item by item.** " + checks.describe_paired(paired) + ". "
+    paired = checks.paired_harness(*(checks.seed_mean([s.items for s in res.seeds[v]]) for v in ("v1", "v2")))
+    log.text(f"**v2 vs v1, item by item** (each item averaged over {len(res.seeds['v1'])} seeds per version; the "
+             "table above holds the first seed's exported models). " + checks.describe_paired(paired) + ". "
              + checks.paired_verdict(paired, cfg.check.alpha, "v1", "v2"))
+    log.table(seeds_table(res), "seeds", "v1 and v2 per seed (the seed orders the examples)")
     log.table(items_table(res), "items", "every model's answer and scores on every eval item (the paired tests' "
               "input)", show=False)
     log.table(by_type_table(res), "rouge_by_type", "ROUGE-L by task type")

@@ -52,14 +52,26 @@ def test_improvements_show_needs_a_paired_significant_gain_and_no_significant_lo
     v1 = _items([False] * n, [0.2] * n)
     # compliance up on 8 items, down on none (sign test p = 1/256, Holm x2 still < 0.05); ROUGE-L unchanged
     v2 = _items([True] * 8 + [False] * (n - 8), [0.2] * n)
-    assert checks.improvements_show(v1, v2, 0.05).status == PASS
-    assert checks.improvements_show(v2, v1, 0.05).status == FAIL  # the same gap the other way round
+    assert checks.improvements_show([v1], [v2], 0.05).status == PASS
+    assert checks.improvements_show([v2], [v1], 0.05).status == FAIL  # the same gap the other way round
     # a lead of 3 items of 20: the means differ, the paired test cannot tell it from noise
-    assert checks.improvements_show(v1, _items([True] * 3 + [False] * (n - 3), [0.2] * n), 0.05).status == FAIL
+    assert checks.improvements_show([v1], [_items([True] * 3 + [False] * (n - 3), [0.2] * n)], 0.05).status == FAIL
     # better on compliance, but ROUGE-L lower on every item: not an improvement
     worse_rouge = _items([True] * 8 + [False] * (n - 8), [0.2 - 0.01 * (k + 1) for k in range(n)])
-    assert checks.improvements_show(v1, worse_rouge, 0.05).status == FAIL
-    assert checks.improvements_show(v1, v2, 0.05, judge=False).status == SKIP
+    assert checks.improvements_show([v1], [worse_rouge], 0.05).status == FAIL
+    assert checks.improvements_show([v1], [v2], 0.05, judge=False).status == SKIP
+    # a second seed that undoes the first one's gain: averaged over seeds, v2 is no better
+    assert checks.improvements_show([v1, v2], [v2, v1], 0.05).status == FAIL
+    assert checks.improvements_show([v1, v1], [v2, v2], 0.05).status == PASS
+
+
+def test_seed_mean_averages_each_item_over_seeds():
+    a = _items([True, False], [0.4, 0.0])
+    b = _items([False, False], [0.2, 0.6])
+    assert checks.seed_mean([a, b]) == [{"id": "e:0", "compliant": 0.5, "rougeL": pytest.approx(0.3)},
+                                        {"id": "e:1", "compliant": 0.0, "rougeL": pytest.approx(0.3)}]
+    with pytest.raises(ValueError, match="same items"):
+        checks.seed_mean([a, b[::-1]])
 
 
 def test_paired_verdict_states_what_the_tests_found():
