@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         checks.configs_cited(report.cited_runs(res)),
         checks.rerun_reproduces(res.rerun.get("original"), res.rerun.get("rerun"), res.rerun.get("name", "")),
         checks.export_loads(res.export_check["recorded"], res.export_check["reloaded"], res.export_check["path"]),
-        checks.scratch_row(res.scored["scratch"].row if "scratch" in res.scored else None, res.scratch_reason),
+        checks.scratch_row(res.scored["scratch"].row if "scratch" in res.scored else None, res.scratch_reason,
+                           res.scratch_window),
         checks.within_time(timings["total"], cfg.check.time_budget_s),
     )
     report.build_log(log, cfg, data, res)

@@ -105,7 +105,8 @@ def seed_mean(runs: Sequence[Sequence[Mapping]]) -> list[dict]:
 
 
 def describe_paired(result: Mapping[str, dict], fmt: Mapping[str, Any] | None = None) -> str:
-    """``"format compliance 70% → 82% (higher on 6 items, lower on 1; p = 0.12)"``, one clause per metric."""
+    """``"format compliance 70% → 82% (higher on 6 items, lower on 1; p(better) = 0.12, p(worse) = 1)"``, one clause
+    per metric (p-values Holm-adjusted)."""
     fmt = fmt or {"compliant": _pct, "rougeL": lambda x: f"{x:.3f}"}
     parts = []
     for m, r in result.items():
@@ -149,8 +150,8 @@ def paired_verdict(result: Mapping[str, dict], alpha: float, a: str, b: str) -> 
         return (f"{b} is better than {a} on {' and '.join(better)} but worse on {' and '.join(worse)} "
                 f"(paired tests, Holm-adjusted p < {alpha:g}).")
     return (f"{b} and {a} do not differ detectably on these {next(iter(result.values()))['test'].n} items: no paired "
-            f"test reaches Holm-adjusted p < {alpha:g}, so any gap between their means is within the noise of one "
-            "run each.")
+            f"test reaches Holm-adjusted p < {alpha:g}, so the gap between their means cannot be told from the "
+            "item-to-item noise at this budget.")
 
 
 def harness_checkpoints(models: Sequence[str]) -> Check:
@@ -214,14 +215,18 @@ def export_loads(recorded: float, reloaded: float, path: str) -> Check:
                        "|Δ| ≤ 1e-5 relative (fp32; the same weights, a fresh process's kernels)")
 
 
-def scratch_row(result: Mapping[str, float] | None, reason: str) -> Check:
-    """The from-scratch GPT was fine-tuned and scored by the same harness."""
+def scratch_row(result: Mapping[str, float] | None, reason: str, window: Mapping[str, int] | None = None) -> Check:
+    """The from-scratch GPT was fine-tuned and scored by the same harness. ``window`` (``block_size``, ``items``,
+    ``cramped``: eval prompts that leave it fewer than ``room`` tokens to answer) says how much its window limits
+    the row."""
     criterion = "the project's GPT SFT'd with the same objective and scored"
     if result is None:
         return Check.skip("from-scratch GPT row", reason, criterion)
-    return Check.judge("from-scratch GPT row", math.isfinite(result["rougeL"]),
-                       f"ROUGE-L {result['rougeL']:.3f}, format compliance {_pct(result['format_compliance'])}",
-                       criterion)
+    measured = f"ROUGE-L {result['rougeL']:.3f}, format compliance {_pct(result['format_compliance'])}"
+    if window:
+        measured += (f"; its window is {window['block_size']} tokens: {window['cramped']} of {window['items']} eval "
+                     f"prompts leave it fewer than {window['room']} tokens to answer")
+    return Check.judge("from-scratch GPT row", math.isfinite(result["rougeL"]), measured, criterion)
 
 
 def within_time(seconds: float, budget: float) -> Check:

@@ -42,6 +42,7 @@ class WeekResults:
     trl: dict[str, Any] = field(default_factory=dict)
     overfit: dict[str, Any] = field(default_factory=dict)
     scratch_reason: str = ""
+    scratch_window: dict[str, int] = field(default_factory=dict)
     rerun: dict[str, Any] = field(default_factory=dict)
     rerun_args: tuple = ()
     export_check: dict[str, Any] = field(default_factory=dict)
@@ -117,7 +118,7 @@ def run_sft_versions(cfg: Week07Config, profile: str, data: WeekData, res: WeekR
             else:
                 from shared.data.tokenizer import load_tokenizer
 
-                s = score(cfg, f"{name}", f"sft-{version}", r.run_dir, data.eval_items, data.hashes["eval_set"],
+                s = score(cfg, name, f"sft-{version}", r.run_dir, data.eval_items, data.hashes["eval_set"],
                           model=r.model, tokenizer=load_tokenizer(res.base_dir),
                           table=runs_root() / "week07" / profile / "harness_seeds.csv")
                 r.model = None
@@ -215,8 +216,21 @@ def run_scratch(cfg: Week07Config, profile: str, data: WeekData, res: WeekResult
     res.runs["scratch"] = r
     res.scored["scratch"] = score(cfg, "scratch-gpt (SFT)", "sft-scratch", r.export_dir, data.eval_items,
                                   data.hashes["eval_set"])
+    res.scratch_window = prompt_room(path, block, data.eval_items, cfg.sft.template)
     res.timings["from-scratch GPT"] = time.perf_counter() - t
     res.rerun_args = ("scratch-gpt", path, data.v2, ref, sft, optim, loop)
+
+
+def prompt_room(model_dir: Path, block: int, items: list[EvalItem], template: str, room: int = 16) -> dict[str, int]:
+    """How many eval prompts, in ``template`` and the tokenizer of ``model_dir``, leave fewer than ``room`` of
+    ``block`` positions for the answer."""
+    from shared.data.prompts import format_prompt
+    from shared.data.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(model_dir)
+    lengths = [len(tok.encode(format_prompt(i.instruction, i.input, template, tok))) for i in items]
+    return {"block_size": block, "items": len(items), "room": room,
+            "cramped": sum(block - n < room for n in lengths)}
 
 
 def run_rerun(cfg: Week07Config, profile: str, data: WeekData, res: WeekResults) -> None:

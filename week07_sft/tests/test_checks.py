@@ -117,5 +117,9 @@ def test_rerun_export_scratch_time():
     assert checks.export_loads(1.5, 1.6, "m").status == FAIL
     assert checks.scratch_row({"rougeL": 0.1, "format_compliance": 0.5}, "").status == PASS
     assert checks.scratch_row(None, "no export").status == SKIP
+    assert checks.scratch_row({"rougeL": math.nan, "format_compliance": 0.5}, "").status == FAIL
+    cramped = checks.scratch_row({"rougeL": 0.1, "format_compliance": 0.5}, "",
+                                 {"block_size": 128, "items": 40, "room": 16, "cramped": 12})
+    assert "12 of 40 eval prompts leave it fewer than 16 tokens" in cramped.measured
     assert checks.within_time(100, 120).status == PASS
     assert checks.within_time(130, 120).status == FAIL
