@@ -7,15 +7,12 @@ are hashed (every record's fields, in order) so a run's config names the exact d
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from shared.data.dedup import DedupResult, contaminated, text_hash
-from shared.data.instruct import InstructionRecord, load_records
+from shared.data.instruct import InstructionRecord, load_records, records_hash, split_val  # noqa: F401 (re-exported)
 from shared.data.instruct_clean import CleanResult, clean_records
 from shared.data.sources import record_text
 from shared.evals.instruct import EvalItem, read_items
@@ -37,27 +34,6 @@ class WeekData:
     eval_items: list[EvalItem]
     hashes: dict[str, str]  # "v1", "v2", "val", "eval_set" -> sha256
     overlap: DedupResult  # eval items with an exact or near duplicate in the training records
-
-
-def records_hash(records: Sequence[InstructionRecord]) -> str:
-    """sha256 of the records' fields, in order (a data version's identity)."""
-    h = hashlib.sha256()
-    for r in records:
-        h.update(json.dumps(r.to_json(), sort_keys=True, ensure_ascii=False).encode())
-        h.update(b"\n")
-    return h.hexdigest()
-
-
-def split_val(records: Sequence[InstructionRecord], n: int, seed: int) -> tuple[list, list]:
-    """(train, val): ``n`` records drawn with ``seed``, the rest in file order.
-
-    Raises:
-        ValueError: ``n`` leaves no training record.
-    """
-    if n >= len(records):
-        raise ValueError(f"data.val_examples={n} leaves no training record of {len(records)}: lower it")
-    chosen = set(np.random.default_rng(seed).choice(len(records), n, replace=False).tolist())
-    return ([r for i, r in enumerate(records) if i not in chosen], [r for i, r in enumerate(records) if i in chosen])
 
 
 def eval_text(item: EvalItem) -> str:

@@ -8,7 +8,6 @@ trained model is exported in Hugging Face format with its tokenizer and ``meta.j
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -19,6 +18,7 @@ import torch
 
 from shared.data.instruct import InstructionRecord
 from shared.data.tokenizer import load_tokenizer
+from shared.models.loading import weights_sha256
 from shared.paths import models_root
 from shared.tasks.sft import EncodedSet, SFTTask, SFTTaskConfig, encode_records
 from shared.train.config import LoopConfig, OptimConfig, ScheduleConfig, run_identity
@@ -82,17 +82,6 @@ class SFTResult:
     @property
     def first_val_loss(self) -> float:
         return float(self.evals[0]["val_loss"])
-
-
-def weights_sha256(folder: Path) -> str:
-    """sha256 over a model folder's config.json and weight files (names and bytes), in name order."""
-    h = hashlib.sha256()
-    for p in sorted([folder / "config.json", *folder.glob("*.safetensors")]):
-        h.update(p.name.encode())
-        with open(p, "rb") as f:
-            while chunk := f.read(1 << 22):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def is_gpt_export(folder: Path) -> bool:

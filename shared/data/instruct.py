@@ -13,12 +13,14 @@ simple and listed in :data:`TASK_RULES` (first match wins); ``open_qa`` is what 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import regex
 
 from shared.data.corpus import CorpusError
@@ -165,3 +167,24 @@ def record_stats(records: Sequence[InstructionRecord], lengths: Sequence[int] | 
         stats["tokens"] = {"min": s[0], "median": s[len(s) // 2], "p95": s[min(len(s) - 1, int(0.95 * len(s)))],
                            "max": s[-1]}
     return stats
+
+
+def records_hash(records: Sequence[InstructionRecord]) -> str:
+    """sha256 of the records' fields, in order (a data version's identity)."""
+    h = hashlib.sha256()
+    for r in records:
+        h.update(json.dumps(r.to_json(), sort_keys=True, ensure_ascii=False).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def split_val(records: Sequence[InstructionRecord], n: int, seed: int) -> tuple[list, list]:
+    """(train, val): ``n`` records drawn with ``seed``, the rest in file order.
+
+    Raises:
+        ValueError: ``n`` leaves no training record.
+    """
+    if n >= len(records):
+        raise ValueError(f"data.val_examples={n} leaves no training record of {len(records)}: lower it")
+    chosen = set(np.random.default_rng(seed).choice(len(records), n, replace=False).tolist())
+    return ([r for i, r in enumerate(records) if i not in chosen], [r for i, r in enumerate(records) if i in chosen])

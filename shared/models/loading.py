@@ -7,6 +7,7 @@ tokenizer it is given (or the one the checkpoint names) is the one the model was
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,3 +121,14 @@ def load_any_lm(spec: str | Path, device: torch.device | str = "cpu") -> AnyLM:
     raise ValueError(f"'{spec}' is not a model: give a registered name ({', '.join(sorted(REGISTRY))}), a Hugging "
                      "Face model folder (with config.json, e.g. models/week07/sft-v1) or a checkpoint folder (with "
                      "meta.json, e.g. runs/<week>/<profile>/<run>/checkpoints/best)")
+
+
+def weights_sha256(folder: Path) -> str:
+    """sha256 over a model folder's config.json and weight files (names and bytes), in name order."""
+    h = hashlib.sha256()
+    for p in sorted([folder / "config.json", *folder.glob("*.safetensors")]):
+        h.update(p.name.encode())
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()

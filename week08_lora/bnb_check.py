@@ -1,0 +1,127 @@
+"""Does bitsandbytes' QLoRA give the right adapter gradients here? Compared with the hand-written QLoRA on one batch.
+
+Both models start from the same base weights, quantised to NF4 (block 64, no double quantisation, fp32 compute), with
+the same A and B in every adapter. The adapter gradients of one backward pass are compared (cosine similarity over
+all of them, and the norm of layer 0's) twice: on a freshly loaded bitsandbytes model, and again after one no-grad
+eval-mode forward — the CPU trap: bitsandbytes then repacks its 4-bit weights for CPU inference and the backward
+runs through ``gemv_4bit``, which has no autograd kernel.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from shared.data.instruct import InstructionRecord
+from shared.data.tokenizer import load_tokenizer
+from week08_lora.runs import Start, sft_task
+from week08_lora.variants import VariantSpec, _a_matrices, build, init_adapters
+
+
+@torch.no_grad()
+def set_adapters(model: nn.Module, seed: int) -> None:
+    """A as :func:`init_adapters` draws it, and B ~ N(0, 0.02²) from the same stream (B = 0 would make every A
+    gradient zero and the comparison half empty)."""
+    init_adapters(model, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    for _, b in _a_matrices(model):
+        b.copy_(torch.randn(b.shape, generator=g) * 0.02)
+
+
+def adapter_grads(model: nn.Module, batch: dict[str, torch.Tensor], loss_fn: Any) -> tuple[float, list[torch.Tensor]]:
+    """(loss, [grad A, grad B per adapter in module order]) of one forward/backward in train mode."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    loss = loss_fn(model, batch)[0]
+    loss.backward()
+    grads = []
+    for a, b in _a_matrices(model):  # no gradient at all (the CPU trap can cut the graph) counts as zero
+        grads += [torch.zeros(t.shape) if t.grad is None else t.grad.detach().float().cpu().clone() for t in (a, b)]
+    return float(loss), grads
+
+
+def cosine(x: Sequence[torch.Tensor], y: Sequence[torch.Tensor]) -> float:
+    """Cosine similarity of two gradient lists flattened into one vector each."""
+    u, v = torch.cat([t.flatten() for t in x]), torch.cat([t.flatten() for t in y])
+    return float(torch.dot(u, v) / (u.norm() * v.norm()).clamp_min(1e-30))
+
+
+def gradient_check(start: Start, train: Sequence[InstructionRecord], sft: Any, spec: VariantSpec, examples: int = 2,
+                   seed: int = 0) -> dict[str, Any]:
+    """bitsandbytes vs hand QLoRA adapter gradients, before and after an eval-mode forward (CPU).
+
+    Returns a dict: ``available`` (False with ``reason`` when bitsandbytes cannot load NF4 here), the losses, the
+    cosine before/after, layer 0's gradient norm (hand, bnb before, bnb after) and the max |Δ| of the two
+    dequantised layer-0 q_proj weights.
+    """
+    try:
+        import bitsandbytes as bnb
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    except ImportError as e:  # pragma: no cover - the hf extra installs it
+        return {"available": False, "reason": f"bitsandbytes does not import: {e}"}
+    from shared.models.causal_lm import HFCausalLM
+
+    tok = load_tokenizer(start.folder)
+    task = sft_task(tok, train[:64], train[:64], sft, seed)
+    batch = task.batch(0, 0, 1, examples)
+    cpu = torch.device("cpu")
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=False,
+                           bnb_4bit_compute_dtype=torch.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            hf = AutoModelForCausalLM.from_pretrained(str(start.folder), local_files_only=True, dtype=torch.float32,
+                                                      quantization_config=q, device_map={"": "cpu"})
+        except Exception as e:  # noqa: BLE001 - the library's own reason is the answer recorded
+            return {"available": False, "reason": f"bitsandbytes {bnb.__version__} cannot load NF4 on CPU: {e}"}
+        peft_model = get_peft_model(hf, LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=0.0,
+                                                   target_modules=list(spec.target_modules)))
+        lib = HFCausalLM(peft_model)
+        set_adapters(lib, seed)
+        loss_lib, g_before = adapter_grads(lib, batch, task.loss)
+        lib.eval()
+        after_error = ""
+        try:
+            with torch.no_grad():
+                lib(batch["input_ids"], attention_mask=batch["attention_mask"])  # what an eval loop or generate does
+            loss_after, g_after = adapter_grads(lib, batch, task.loss)
+        except RuntimeError as e:  # the CPU repack itself fails on layers narrower than a block (tiny models)
+            after_error = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+            loss_after, g_after = math.nan, [torch.full_like(g, math.nan) for g in g_before]
+        w_lib = _layer0_q(peft_model)
+    hand_spec = VariantSpec(**{**spec.__dict__, "method": "qlora", "block_size": 64, "double_quant": False, "compute_dtype": "float32"})
+    hand = build(hand_spec, start.folder, cpu, seed)
+    set_adapters(hand, seed)
+    loss_hand, g_hand = adapter_grads(hand, batch, task.loss)
+    w_hand = _layer0_q(hand)
+    gemv = [str(w.message) for w in caught if "gemv_4bit" in str(w.message)]
+    return {"available": True, "bnb_version": bnb.__version__, "examples": examples,
+            "loss_hand": loss_hand, "loss_bnb": loss_lib, "loss_bnb_after_eval": loss_after,
+            "cos_before": cosine(g_hand, g_before), "cos_after": cosine(g_hand, g_after),
+            "layer0_norm_hand": float(torch.cat([g_hand[0].flatten(), g_hand[1].flatten()]).norm()),
+            "layer0_norm_before": float(torch.cat([g_before[0].flatten(), g_before[1].flatten()]).norm()),
+            "layer0_norm_after": float(torch.cat([g_after[0].flatten(), g_after[1].flatten()]).norm()),
+            "weight_max_abs_diff": float((w_lib - w_hand).abs().max()) if w_lib is not None else math.nan,
+            "gemv_warning": gemv[0][:200] if gemv else "", "after_eval_error": after_error}
+
+
+def _layer0_q(model: nn.Module) -> torch.Tensor | None:
+    """Layer 0's q_proj weight as the forward uses it (dequantised), fp32."""
+    for name, m in model.named_modules():
+        if name.endswith("layers.0.self_attn.q_proj"):
+            if hasattr(m, "dequantized_weight"):
+                return m.dequantized_weight().float()
+            base = getattr(m, "base_layer", m)
+            w = base.weight
+            if hasattr(w, "quant_state"):
+                import bitsandbytes.functional as F
+
+                return F.dequantize_4bit(w.data, w.quant_state).float().reshape(base.out_features, base.in_features)
+            return w.float()
+    return None

@@ -1,0 +1,171 @@
+"""The models a week-8 run trains, one builder per method, all behind :class:`shared.models.causal_lm.HFCausalLM`:
+
+- ``full``: every weight trains (week 7's recipe);
+- ``lora``: :class:`shared.nn.lora.LoRALinear` injected by hand;
+- ``peft``: peft's ``LoraModel`` with the same rank, alpha and targets (the library reference);
+- ``qlora``: :class:`shared.nn.qlora.QLoRALinear` (NF4 base weights written by hand, dequantised per matmul);
+- ``bnb``: bitsandbytes NF4 (``BitsAndBytesConfig``) + peft, the library QLoRA (GPU; see the CPU trap in the README).
+
+Every adapter variant re-initialises its A matrices from one seeded generator in module order, so the hand LoRA and
+peft's start from the same A (and B = 0) and train step for step alike.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from shared.nn.lora import LoRAConfig, inject_lora, unload_lora
+from week08_lora.config import AdapterConfig, QuantConfig
+
+ADAPTER_METHODS = ("lora", "peft", "qlora", "bnb")
+
+
+class BackendUnavailableError(RuntimeError):
+    """A library path cannot run on this device (the message names the hand-written fallback)."""
+
+
+@dataclass
+class VariantSpec:
+    """What a run trains: the method, where it starts, its adapter and quantisation, its lr."""
+
+    name: str
+    method: str  # full | lora | peft | qlora | bnb
+    start: str = "base"  # base | sft (week 7's export)
+    r: int = 0  # 0 for full fine-tuning
+    alpha: float = 0.0
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ()
+    lr: float = 0.0
+    block_size: int = 0  # NF4 (qlora, bnb)
+    double_quant: bool = False
+    compute_dtype: str = ""
+
+    @property
+    def lora(self) -> LoRAConfig:
+        return LoRAConfig(self.r, self.alpha, self.dropout, list(self.target_modules))
+
+
+def make_spec(name: str, method: str, adapter: AdapterConfig, quant: QuantConfig, full_lr: float,
+              start: str = "base", **changes: Any) -> VariantSpec:
+    """A :class:`VariantSpec` from the config sections (``changes``: r, alpha, lr, compute_dtype, ...)."""
+    if method == "full":
+        return VariantSpec(name, method, start, lr=changes.get("lr", full_lr))
+    quantised = method in ("qlora", "bnb")
+    spec = VariantSpec(name, method, start, adapter.r, float(adapter.alpha), adapter.dropout,
+                       tuple(adapter.target_modules), adapter.lr, quant.block_size if quantised else 0,
+                       quant.double_quant if quantised else False, quant.compute_dtype if quantised else "")
+    for k, v in changes.items():
+        setattr(spec, k, v)
+    return spec
+
+
+def _a_matrices(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(A, B) of every adapter in module order: the hand layers' ``lora_A``/``lora_B`` parameters or peft's
+    ``lora_A["default"].weight`` / ``lora_B["default"].weight``."""
+    out = []
+    for m in model.modules():
+        a, b = getattr(m, "lora_A", None), getattr(m, "lora_B", None)
+        if isinstance(a, nn.Parameter):
+            out.append((a, b))
+        elif isinstance(a, nn.ModuleDict) and "default" in a:
+            out.append((a["default"].weight, b["default"].weight))
+    return out
+
+
+@torch.no_grad()
+def init_adapters(model: nn.Module, seed: int) -> int:
+    """A ~ Kaiming-uniform(a=√5) from one generator seeded with ``seed``, in module order; B = 0. Returns the number
+    of adapters. The same init as peft's ``reset_lora_parameters`` (https://github.com/huggingface/peft), drawn
+    from one stream so two implementations get the same numbers."""
+    g = torch.Generator().manual_seed(seed)
+    pairs = _a_matrices(model)
+    for a, b in pairs:
+        bound = 1 / math.sqrt(a.shape[1])  # kaiming_uniform_(a=√5): gain √(2/6), bound = gain·√(3/fan_in)
+        a.copy_(torch.empty(a.shape).uniform_(-bound, bound, generator=g))
+        b.zero_()
+    return len(pairs)
+
+
+def _dtype(name: str) -> torch.dtype:
+    return getattr(torch, name)
+
+
+def load_hf(folder: Path, device: torch.device, **kwargs: Any) -> nn.Module:
+    """``AutoModelForCausalLM.from_pretrained(folder)`` in fp32, offline, on ``device``."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32, **kwargs)
+    return model if "quantization_config" in kwargs else model.to(device)
+
+
+def bnb_supported(device: torch.device) -> tuple[bool, str]:
+    """Whether bitsandbytes' 4-bit training path is trustworthy on ``device``, and why not."""
+    if device.type == "cuda":
+        return True, ""
+    return False, ("bitsandbytes 0.50.2 on CPU has no autograd kernel for gemv_4bit: after any no-grad eval-mode "
+                   "forward (the loop's step-0 val eval, generate) it repacks the 4-bit weights and later LoRA "
+                   "gradients are wrong while the loss looks normal; the hand-written QLoRA (qlora) runs instead")
+
+
+def build(spec: VariantSpec, folder: Path, device: torch.device, seed: int) -> nn.Module:
+    """The model ``spec`` trains, starting from the Hugging Face folder ``folder``, as an ``HFCausalLM``.
+
+    Raises:
+        BackendUnavailableError: ``bnb`` on a device bitsandbytes' 4-bit training does not support.
+        LoRAError: a bad adapter config (rank, targets; the message lists the module names).
+    """
+    from shared.models.causal_lm import HFCausalLM
+
+    if spec.method == "bnb":
+        ok, why = bnb_supported(device)
+        if not ok:
+            raise BackendUnavailableError(why)
+        from peft import LoraConfig, get_peft_model
+        from transformers import BitsAndBytesConfig
+
+        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=spec.double_quant,
+                               bnb_4bit_compute_dtype=_dtype(spec.compute_dtype))
+        hf = load_hf(folder, device, quantization_config=q, device_map={"": device.index or 0})
+        hf = get_peft_model(hf, LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
+                                           target_modules=list(spec.target_modules)))
+    else:
+        hf = load_hf(folder, device)
+        if spec.method == "lora":
+            inject_lora(hf, spec.lora)
+        elif spec.method == "qlora":
+            from shared.nn.qlora import QLoRALinear
+
+            inject_lora(hf, spec.lora, layer=QLoRALinear, block_size=spec.block_size, double_quant=spec.double_quant,
+                        compute_dtype=_dtype(spec.compute_dtype))
+        elif spec.method == "peft":
+            from peft import LoraConfig, get_peft_model
+
+            hf = get_peft_model(hf, LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
+                                               target_modules=list(spec.target_modules)))
+    if spec.method in ADAPTER_METHODS:
+        init_adapters(hf, seed)
+    return HFCausalLM(hf).to(device) if spec.method != "bnb" else HFCausalLM(hf)
+
+
+def merged_hf(model: nn.Module, spec: VariantSpec) -> nn.Module:
+    """The plain Hugging Face model with the adapters folded in (hand LoRA: :func:`unload_lora`; peft:
+    ``merge_and_unload``; full fine-tuning: the model itself).
+
+    Raises:
+        ValueError: a quantised variant (its merge would be into NF4 weights: dequantise first).
+    """
+    hf = getattr(model, "hf", model)
+    if spec.method == "full":
+        return hf
+    if spec.method == "lora":
+        return unload_lora(hf)
+    if spec.method == "peft":
+        return hf.merge_and_unload()
+    raise ValueError(f"variant {spec.name} ({spec.method}) has NF4 base weights: merging needs them dequantised "
+                     "first; export a LoRA or full variant")
