@@ -1,9 +1,11 @@
 """QLoRA written by hand: a frozen linear layer stored as NF4 (dequantised for each matmul) plus a LoRA branch.
 
-Dettmers et al. 2023, https://arxiv.org/abs/2305.14314: the base weight lives as 4-bit codes and block scales
-(:mod:`shared.nn.nf4`); each forward dequantises it to ``compute_dtype`` and multiplies; the backward dequantises it
-again instead of keeping it, so no full-precision copy of W outlives a matmul. Only the fp32 LoRA A and B train.
-It runs on any device torch runs on, including CPUs where bitsandbytes' 4-bit kernels have no autograd.
+Dettmers et al. 2023, "QLoRA", https://arxiv.org/abs/2305.14314: the base weight lives only as 4-bit codes and block
+scales (:mod:`shared.nn.nf4`, bitsandbytes' format); each forward dequantises it to ``compute_dtype`` and multiplies,
+and the backward dequantises it *again* instead of saving it, so no full-precision copy of W outlives a matmul (what
+bitsandbytes' ``MatMul4Bit`` does too). W gets no gradient; only the fp32 LoRA ``A`` and ``B`` train, initialised and
+scaled exactly as :class:`shared.nn.lora.LoRALinear` (Hu et al. 2021, https://arxiv.org/abs/2106.09685). Pure torch:
+it runs wherever torch runs, including CPUs where bitsandbytes' 4-bit inference path has no autograd.
 """
 
 from __future__ import annotations
@@ -11,32 +13,52 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from shared.nn.lora import LoRAError
 from shared.nn.nf4 import NF4Tensor, dequantize_nf4, quantize_nf4
 
+_SCALES = ("absmax", "absmax_scale", "absmax_offset")  # fp32 buffers that must stay fp32 under module.to(dtype)
+
 
 class _NF4Linear(torch.autograd.Function):
-    """``x Wᵀ`` with W dequantised in the forward and again in the backward (the input gradient ``g W``); W gets no
-    gradient, so nothing but the module reference is saved."""
+    """``F.linear(x, dequant(W), bias)`` saving only the NF4 codes and scales (a few % of W's fp bytes); the backward
+    dequantises W again for the input gradient ``g W``. No gradient for the codes; a bias gradient only if asked."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, layer: QLoRALinear) -> torch.Tensor:  # noqa: ANN001
-        ctx.layer = layer
-        return x @ layer.dequantized_weight().T
+    def forward(ctx, x: torch.Tensor, bias: torch.Tensor | None, meta: tuple, *stored: torch.Tensor | None):
+        ctx.meta = meta
+        ctx.save_for_backward(*stored)
+        return F.linear(x, _weight(meta, stored), bias)
 
     @staticmethod
-    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
-        return g @ ctx.layer.dequantized_weight().to(g.dtype), None
+    @once_differentiable
+    def backward(ctx, g: torch.Tensor):
+        gx = g @ _weight(ctx.meta, ctx.saved_tensors) if ctx.needs_input_grad[0] else None  # (..., out) @ (out, in)
+        gb = g.reshape(-1, g.shape[-1]).sum(0) if ctx.needs_input_grad[1] else None
+        return (gx, gb, None) + (None,) * len(ctx.saved_tensors)
+
+
+def _weight(meta: tuple, stored: tuple) -> torch.Tensor:
+    shape, dtype, block_size, double_quant, compute_dtype = meta
+    return dequantize_nf4(NF4Tensor(stored[0], stored[1], shape, dtype, block_size, double_quant, *stored[2:]),
+                          compute_dtype)
 
 
 class QLoRALinear(nn.Module):
-    """``dequant(W_nf4) x + b + (alpha / r) · dropout(x) Aᵀ Bᵀ``. Shapes: x (..., in) -> (..., out).
+    """``F.linear(x, dequant(W_nf4), b) + (alpha / r) · dropout(x) Aᵀ Bᵀ`` around a frozen ``nn.Linear``.
 
-    The base weight is kept only as buffers (``codes``, the block scales); the original ``nn.Linear``'s weight is
-    not referenced. The matmul runs in ``compute_dtype`` (bf16 by default: NF4 is a storage format), the adapter in
-    fp32; the output has the input's dtype.
+    Shapes: x (..., in_features) -> (..., out_features) in x's dtype; ``lora_A`` (r, in), ``lora_B`` (out, r), fp32.
+    The base weight is kept only as buffers (``codes``, ``absmax`` or ``absmax_codes``/``absmax_scale``/
+    ``absmax_offset``: they follow ``.to()`` and appear in ``state_dict``); no reference to ``base.weight`` is kept,
+    so the fp weight is freed once the caller drops ``base``. The bias is kept, frozen. The base matmul runs in
+    ``compute_dtype`` (bf16 by default: NF4 is a storage format), the adapter in fp32, its output cast to the
+    matmul's dtype before the sum (as peft does over bitsandbytes).
+
+    Raises:
+        LoRAError: r ≤ 0. ValueError: a bad ``block_size`` (see :func:`shared.nn.nf4.quantize_nf4`).
     """
 
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0, *, block_size: int = 64,
@@ -44,46 +66,72 @@ class QLoRALinear(nn.Module):
         super().__init__()
         if r <= 0:
             raise LoRAError(f"rank r={r}: must be a positive integer")
-        q = quantize_nf4(base.weight.data, block_size, double_quant)
-        self.in_features, self.out_features = base.in_features, base.out_features
-        self.block_size, self.shape, self.compute_dtype = block_size, q.shape, compute_dtype
-        for name in ("codes", "absmax", "absmax_codes", "absmax_scale", "absmax_offset"):
-            self.register_buffer(name, getattr(q, name))
-        self.bias = None if base.bias is None else nn.Parameter(base.bias.data.clone(), requires_grad=False)
+        if not compute_dtype.is_floating_point:
+            raise ValueError(f"compute_dtype={compute_dtype}: use torch.bfloat16, torch.float16 or torch.float32")
+        q = quantize_nf4(base.weight.detach(), block_size, double_quant)
+        self.shape, self.weight_dtype, self.block_size, self.double_quant = q.shape, q.dtype, block_size, double_quant
+        self.compute_dtype = compute_dtype
+        for name, t in q.tensors().items():
+            self.register_buffer(name, t)
+        self.bias = base.bias  # the Parameter itself (frozen), not a copy
+        if self.bias is not None:
+            self.bias.requires_grad_(False)
         dev = base.weight.device
         self.r, self.alpha, self.scaling = r, alpha, alpha / r
-        self.lora_A = nn.Parameter(torch.empty(r, self.in_features, device=dev))
-        self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, device=dev))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=dev))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, device=dev))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # LoRALinear's (and peft's) init, same RNG draws
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
+    @property
+    def in_features(self) -> int:
+        return self.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.shape[0]
+
     def nf4(self) -> NF4Tensor:
-        return NF4Tensor(self.codes, self.absmax, self.shape, torch.float32, self.block_size, self.absmax_codes,
-                         self.absmax_scale, self.absmax_offset)
+        """The stored weight as an :class:`NF4Tensor` (sharing the buffers)."""
+        return NF4Tensor(self.codes, self.absmax, self.shape, self.weight_dtype, self.block_size, self.double_quant,
+                         self.absmax_codes, self.absmax_scale, self.absmax_offset)
 
     def dequantized_weight(self) -> torch.Tensor:
-        """(out, in) the base weight in ``compute_dtype``."""
+        """(out, in) the base weight decoded to ``compute_dtype`` (a fresh tensor, no grad)."""
         return dequantize_nf4(self.nf4(), self.compute_dtype)
 
     @property
-    def weight(self) -> torch.Tensor:
+    def weight(self) -> torch.Tensor:  # code that reads ``module.weight`` (dtype, shape, device) keeps working
         return self.dequantized_weight()
 
     def delta_weight(self) -> torch.Tensor:
+        """(out, in) the update ``(alpha / r) · B A`` the adapter adds to ``W``."""
         return (self.lora_B @ self.lora_A) * self.scaling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = _NF4Linear.apply(x.to(self.compute_dtype), self)
-        if self.bias is not None:
-            y = y + self.bias.to(y.dtype)
-        h = self.dropout(x.to(self.lora_A.dtype)) @ self.lora_A.T  # (..., r)
-        return (y.float() + h @ self.lora_B.T * self.scaling).to(x.dtype)
+        bias = None if self.bias is None else self.bias.to(self.compute_dtype)
+        meta = (self.shape, self.weight_dtype, self.block_size, self.double_quant, self.compute_dtype)
+        stored = tuple(self.nf4().tensors().values())
+        y = _NF4Linear.apply(x.to(self.compute_dtype), bias, meta, *stored)  # (..., out), compute_dtype
+        h = self.dropout(x.to(self.lora_A.dtype)) @ self.lora_A.T  # (..., r), fp32
+        return (y + (h @ self.lora_B.T * self.scaling).to(y.dtype)).to(x.dtype)
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001
+        """``.to(device)`` moves every buffer; ``.to(dtype)``/``.half()`` must not round the fp32 scales (the codes,
+        uint8, are never cast), so the scales only follow the codes' device."""
+        scales = {n: self._buffers[n] for n in _SCALES if self._buffers.get(n) is not None}
+        for n in scales:
+            self._buffers[n] = None
+        super()._apply(fn, recurse)
+        for n, t in scales.items():
+            self._buffers[n] = t.to(self.codes.device)
+        return self
 
     def extra_repr(self) -> str:
-        return (f"in={self.in_features}, out={self.out_features}, r={self.r}, alpha={self.alpha}, nf4 block "
-                f"{self.block_size}, double_quant={self.absmax_codes is not None}, compute={self.compute_dtype}")
+        return (f"in={self.in_features}, out={self.out_features}, r={self.r}, alpha={self.alpha}, nf4 "
+                f"block_size={self.block_size}, double_quant={self.double_quant}, compute_dtype={self.compute_dtype}")
 
 
 def quantized_bytes(model: nn.Module) -> int:
-    """Bytes of NF4 storage (codes and scales) in ``model``'s QLoRA layers."""
+    """Bytes of NF4 storage (codes and scales) over ``model``'s :class:`QLoRALinear` layers."""
     return sum(m.nf4().nbytes for m in model.modules() if isinstance(m, QLoRALinear))
