@@ -46,8 +46,9 @@ def adapter_grads(model: nn.Module, batch: dict[str, torch.Tensor], loss_fn: Any
 
 
 def cosine(x: Sequence[torch.Tensor], y: Sequence[torch.Tensor]) -> float:
-    """Cosine similarity of two gradient lists flattened into one vector each."""
-    u, v = torch.cat([t.flatten() for t in x]), torch.cat([t.flatten() for t in y])
+    """Cosine similarity of two gradient lists flattened into one vector each (in fp64: millions of fp32 terms
+    would round the result past 1)."""
+    u, v = torch.cat([t.flatten().double() for t in x]), torch.cat([t.flatten().double() for t in y])
     return float(torch.dot(u, v) / (u.norm() * v.norm()).clamp_min(1e-30))
 
 
@@ -85,6 +86,7 @@ def gradient_check(start: Start, train: Sequence[InstructionRecord], sft: Any, s
         lib = HFCausalLM(peft_model)
         set_adapters(lib, seed)
         loss_lib, g_before = adapter_grads(lib, batch, task.loss)
+        w_lib, w_codes = _layer0_q(peft_model), _layer0_codes_decoded(peft_model)
         lib.eval()
         after_error = ""
         try:
@@ -94,7 +96,6 @@ def gradient_check(start: Start, train: Sequence[InstructionRecord], sft: Any, s
         except RuntimeError as e:  # the CPU repack itself fails on layers narrower than a block (tiny models)
             after_error = f"{type(e).__name__}: {str(e).splitlines()[0]}"
             loss_after, g_after = math.nan, [torch.full_like(g, math.nan) for g in g_before]
-        w_lib = _layer0_q(peft_model)
     hand_spec = VariantSpec(**{**spec.__dict__, "method": "qlora", "block_size": 64, "double_quant": False, "compute_dtype": "float32"})
     hand = build(hand_spec, start.folder, cpu, seed)
     set_adapters(hand, seed)
@@ -108,6 +109,9 @@ def gradient_check(start: Start, train: Sequence[InstructionRecord], sft: Any, s
             "layer0_norm_before": float(torch.cat([g_before[0].flatten(), g_before[1].flatten()]).norm()),
             "layer0_norm_after": float(torch.cat([g_after[0].flatten(), g_after[1].flatten()]).norm()),
             "weight_max_abs_diff": float((w_lib - w_hand).abs().max()) if w_lib is not None else math.nan,
+            # bitsandbytes' CPU dequantise vs its own codes decoded by hand: nonzero means bnb's kernel is wrong for
+            # this shape (blocks running across row ends), so its gradients cannot be the reference here
+            "bnb_dequant_error": float((w_lib - w_codes).abs().max()) if w_codes is not None else math.nan,
             "gemv_warning": gemv[0][:200] if gemv else "", "after_eval_error": after_error}
 
 
@@ -124,4 +128,19 @@ def _layer0_q(model: nn.Module) -> torch.Tensor | None:
 
                 return F.dequantize_4bit(w.data, w.quant_state).float().reshape(base.out_features, base.in_features)
             return w.float()
+    return None
+
+
+def _layer0_codes_decoded(model: nn.Module) -> torch.Tensor | None:
+    """bitsandbytes' layer-0 q_proj codes and absmax (no double quantisation) decoded by :mod:`shared.nn.nf4`."""
+    from shared.nn.nf4 import NF4Tensor, dequantize_nf4
+
+    for name, m in model.named_modules():
+        if name.endswith("layers.0.self_attn.q_proj"):
+            w = getattr(m, "base_layer", m).weight
+            if not hasattr(w, "quant_state") or w.quant_state.nested:
+                return None
+            qs = w.quant_state
+            return dequantize_nf4(NF4Tensor(w.data.reshape(-1), qs.absmax, tuple(qs.shape), torch.float32,
+                                            qs.blocksize)).float()
     return None

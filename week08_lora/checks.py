@@ -156,6 +156,10 @@ def bnb_gradients(check: Mapping[str, Any], cos_min: float, on_cuda: bool) -> Ch
     crit = f"cosine ≥ {cos_min} on a freshly loaded bitsandbytes model"
     if not check.get("available"):
         return Check.skip(name, check.get("reason", "bitsandbytes did not run"), crit)
+    if check.get("bnb_dequant_error", 0.0) > 1e-6:
+        return Check.skip(name, f"bitsandbytes' CPU dequantise differs from its own codes by "
+                          f"{check['bnb_dequant_error']:.3g} on this model's shapes (blocks across row ends), so it "
+                          "is no reference here", crit, f"cosine {check['cos_before']:.4f}")
     if check.get("after_eval_error"):
         trap = f"; after one no-grad eval forward the repack raised ({check['after_eval_error']})"
     else:

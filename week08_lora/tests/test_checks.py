@@ -51,6 +51,8 @@ def test_qa_and_bnb_gradient_checks():
     assert checks.bnb_gradients(ok, 0.99, on_cuda=False).passed
     assert checks.bnb_gradients({**ok, "cos_before": 0.5}, 0.99, on_cuda=False).failed
     assert not checks.bnb_gradients({"available": False, "reason": "no bnb"}, 0.99, False).failed
+    wrong_kernel = {**ok, "cos_before": 0.97, "bnb_dequant_error": 0.02}  # bnb's own CPU dequantise is off
+    assert not checks.bnb_gradients(wrong_kernel, 0.99, on_cuda=False).failed
 
 
 def test_qlora_stability_and_sweep():
