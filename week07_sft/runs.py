@@ -20,7 +20,7 @@ from shared.data.instruct import InstructionRecord
 from shared.data.tokenizer import load_tokenizer
 from shared.models.loading import weights_sha256
 from shared.paths import models_root
-from shared.tasks.sft import EncodedSet, SFTTask, SFTTaskConfig, encode_records
+from shared.tasks.sft import SFTTask, SFTTaskConfig, sft_task_from_records
 from shared.train.config import LoopConfig, OptimConfig, ScheduleConfig, run_identity
 from shared.train.finetune import finetune
 
@@ -131,10 +131,7 @@ def sft_run(name: str, profile: str, base_dir: Path, train: Sequence[Instruction
         ValueError: every training or validation example was dropped for ``sft.max_length``.
     """
     tokenizer = load_tokenizer(base_dir)
-    enc_train: EncodedSet = encode_records(train, tokenizer, sft.template, sft.max_length)
-    enc_val: EncodedSet = encode_records(val, tokenizer, sft.template, sft.max_length)
-    pad = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
-    task = SFTTask(enc_train.examples, enc_val.examples, pad, loop.seed, sft.eval_batch, sft.train_eval_examples)
+    task, enc_train = sft_task_from_records(train, val, tokenizer, sft, loop.seed)
     spec = SFTRunSpec(base_dir.name, base_sha256 or weights_sha256(base_dir), data, sft, optim, schedule,
                       run_identity(loop))
     gpt = is_gpt_export(base_dir)

@@ -20,7 +20,7 @@ from torch import nn
 from shared.data.instruct import InstructionRecord
 from shared.data.tokenizer import load_tokenizer
 from week08_lora.runs import Start, sft_task
-from week08_lora.variants import VariantSpec, _a_matrices, build, init_adapters
+from week08_lora.variants import VariantSpec, _a_matrices, build, cpu_repacks_4bit, init_adapters
 
 
 @torch.no_grad()
@@ -57,8 +57,9 @@ def gradient_check(start: Start, train: Sequence[InstructionRecord], sft: Any, s
     """bitsandbytes vs hand QLoRA adapter gradients, before and after an eval-mode forward (CPU).
 
     Returns a dict: ``available`` (False with ``reason`` when bitsandbytes cannot load NF4 here), the losses, the
-    cosine before/after, layer 0's gradient norm (hand, bnb before, bnb after) and the max |Δ| of the two
-    dequantised layer-0 q_proj weights.
+    cosine before/after, layer 0's gradient norm (hand, bnb before, bnb after), the max |Δ| of the two
+    dequantised layer-0 q_proj weights, whether this CPU has AVX512-BF16 and whether the eval forward repacked the
+    weights (``repacked_after_eval``: without the repack there is no trap to show).
     """
     try:
         import bitsandbytes as bnb
@@ -88,10 +89,11 @@ def gradient_check(start: Start, train: Sequence[InstructionRecord], sft: Any, s
         loss_lib, g_before = adapter_grads(lib, batch, task.loss)
         w_lib, w_codes = _layer0_q(peft_model), _layer0_codes_decoded(peft_model)
         lib.eval()
-        after_error = ""
+        after_error, repacked = "", False
         try:
             with torch.no_grad():
                 lib(batch["input_ids"], attention_mask=batch["attention_mask"])  # what an eval loop or generate does
+            repacked = _layer0_repacked(peft_model)
             loss_after, g_after = adapter_grads(lib, batch, task.loss)
         except RuntimeError as e:  # the CPU repack itself fails on layers narrower than a block (tiny models)
             after_error = f"{type(e).__name__}: {str(e).splitlines()[0]}"
@@ -112,7 +114,17 @@ def gradient_check(start: Start, train: Sequence[InstructionRecord], sft: Any, s
             # bitsandbytes' CPU dequantise vs its own codes decoded by hand: nonzero means bnb's kernel is wrong for
             # this shape (blocks running across row ends), so its gradients cannot be the reference here
             "bnb_dequant_error": float((w_lib - w_codes).abs().max()) if w_codes is not None else math.nan,
+            "cpu_avx512bf16": cpu_repacks_4bit(), "repacked_after_eval": repacked,
             "gemv_warning": gemv[0][:200] if gemv else "", "after_eval_error": after_error}
+
+
+def _layer0_repacked(model: nn.Module) -> bool:
+    """Whether bitsandbytes repacked layer 0's q_proj weight for CPU inference (its quant state says so)."""
+    for name, m in model.named_modules():
+        if name.endswith("layers.0.self_attn.q_proj"):
+            qs = getattr(getattr(m, "base_layer", m).weight, "quant_state", None)
+            return bool(getattr(qs, "packing_format_for_cpu", False))
+    return False
 
 
 def _layer0_q(model: nn.Module) -> torch.Tensor | None:

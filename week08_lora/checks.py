@@ -37,12 +37,14 @@ def tradeoff_stated(full: Mapping[str, Any] | None, lora: Mapping[str, Any] | No
                     mem_lora: float | None) -> Check:
     """Full FT vs LoRA: quality (harness) and memory (counted bytes) both measured, the trade-off stated."""
     name = "full FT vs LoRA quality/memory trade-off stated from the harness"
-    crit = "both scored by the harness and both memory breakdowns counted"
+    crit = "both scored by the harness (finite scores), both memory breakdowns counted, LoRA's step smaller"
     if not (full and lora and mem_full and mem_lora):
         return Check.skip(name, "full FT or LoRA was not scored or benchmarked", crit)
     d_c = lora["format_compliance"] - full["format_compliance"]
     d_r = lora["rougeL"] - full["rougeL"]
-    return Check.judge(name, True, f"LoRA vs full FT: format compliance {full['format_compliance']:.3f} → "
+    scores = (full["format_compliance"], full["rougeL"], lora["format_compliance"], lora["rougeL"])
+    ok = all(math.isfinite(float(x)) for x in scores) and mem_lora < mem_full
+    return Check.judge(name, ok, f"LoRA vs full FT: format compliance {full['format_compliance']:.3f} → "
                        f"{lora['format_compliance']:.3f} ({d_c:+.3f}), ROUGE-L {full['rougeL']:.3f} → "
                        f"{lora['rougeL']:.3f} ({d_r:+.3f}) at {100 * mem_lora / mem_full:.0f}% of the step's "
                        f"counted memory ({_gib(mem_lora)} vs {_gib(mem_full)})", crit)
@@ -91,7 +93,8 @@ def pick_default(lora: Mapping[str, Any], qlora: Mapping[str, Any], mem_lora: fl
 def default_picked(lora: Mapping[str, Any] | None, qlora: Mapping[str, Any] | None, mem_lora: float | None,
                    mem_qlora: float | None, judge: bool = True) -> Check:
     """LoRA vs QLoRA compared on the harness and on memory, and a default picked by :func:`pick_default`."""
-    name, crit = "LoRA vs QLoRA compared and a default picked", "both scored and benchmarked; the rule of pick_default"
+    name, crit = "LoRA vs QLoRA compared and a default picked", ("both scored (finite scores) and "
+                                                                   "benchmarked; the rule of pick_default")
     if not (lora and qlora and mem_lora and mem_qlora):
         return Check.skip(name, "LoRA or QLoRA was not scored or benchmarked", crit)
     pick, why = pick_default(lora, qlora, mem_lora, mem_qlora)
@@ -100,7 +103,9 @@ def default_picked(lora: Mapping[str, Any] | None, qlora: Mapping[str, Any] | No
                 f"({why})")
     if not judge:
         return Check.skip(name, "a random tiny model (smoke): compared, not judged", crit, measured)
-    return Check.judge(name, True, measured, crit)
+    finite = all(math.isfinite(float(x)) for x in (lora["rougeL"], qlora["rougeL"], lora["format_compliance"],
+                                                    qlora["format_compliance"]))
+    return Check.judge(name, finite, measured, crit)
 
 
 def table_cites(cells: Sequence[Mapping[str, Any]], known_runs: set[str]) -> Check:
@@ -165,7 +170,8 @@ def bnb_gradients(check: Mapping[str, Any], cos_min: float, on_cuda: bool) -> Ch
     else:
         trap = (f"; after one no-grad eval forward: cosine {check['cos_after']:.3f}, layer-0 gradient norm "
                 f"{check['layer0_norm_before']:.3g} → {check['layer0_norm_after']:.3g}"
-                + ("" if on_cuda else " (the CPU trap)"))
+                + ("" if on_cuda else " (the CPU trap)" if check.get("repacked_after_eval", True) else
+                   " (no repack on this CPU: no trap)"))
     return Check.judge(name, check["cos_before"] >= cos_min,
                        f"cosine {check['cos_before']:.4f}, loss {check['loss_bnb']:.4f} vs {check['loss_hand']:.4f}"
                        + trap, crit)

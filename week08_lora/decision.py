@@ -132,6 +132,13 @@ def qa_items(res: Any, cfg: Any, on_cuda: bool) -> list[dict[str, Any]]:
         item("cpu_trap", "bitsandbytes QLoRA on CPU: loss normal, gradients wrong?", "", "bnb_check.gradient_check",
              f"fresh cosine {b['cos_before']:.4f}; the eval-mode repack raised", None,
              skip=f"bitsandbytes' CPU repack fails on this model's shapes ({b['after_eval_error']})")
+    elif b.get("available") and not b.get("repacked_after_eval"):
+        item("cpu_trap", "bitsandbytes QLoRA on CPU: loss normal, gradients wrong?", "", "bnb_check.gradient_check",
+             f"no repack: adapter-gradient cosine with the hand QLoRA {b['cos_before']:.4f} fresh, "
+             f"{b['cos_after']:.4f} after one eval forward", None,
+             skip=f"bitsandbytes left the 4-bit weights unpacked after the eval forward (this CPU's AVX512-BF16: "
+                  f"{'yes' if b.get('cpu_avx512bf16') else 'no'}); the trap needs the repack; "
+                  "week08_lora/tests/test_bnb_trap.py shows it where the CPU has AVX512-BF16")
     elif b.get("available"):
         item("cpu_trap", "bitsandbytes QLoRA on CPU: loss normal, gradients wrong?",
              "never evaluate/generate with the bnb model before training on CPU (or reload it), or use the "

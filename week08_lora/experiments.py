@@ -112,9 +112,11 @@ def run_main(cfg: Week08Config, profile: str, data: WeekData, res: WeekResults) 
     for method in cfg.run.methods:
         t = time.perf_counter()
         spec = make_spec(method, method, cfg.lora, cfg.quant, cfg.optim.lr)
-        if method == "bnb" and not bnb_supported(device)[0]:
-            res.skipped[method] = bnb_supported(device)[1]
-            continue
+        if method == "bnb":
+            ok, why = bnb_supported(device)
+            if not ok:
+                res.skipped[method] = why
+                continue
         r = _train(cfg, profile, data, spec, res.base, steps=cfg.run.max_steps, micro_batch=cfg.loop.micro_batch,
                    keep=True)
         res.scored[LABELS[method]] = score(cfg, data, LABELS[method], method, res.base, r.model)
@@ -165,8 +167,8 @@ def run_bench(cfg: Week08Config, data: WeekData, res: WeekResults) -> None:
 
     t = time.perf_counter()
     device = resolve_device(cfg.loop.device)
-    specs = [make_spec(m, m, cfg.lora, cfg.quant, cfg.optim.lr) for m in cfg.run.methods
-             if m != "bnb" or bnb_supported(device)[0]]
+    bnb_ok = bnb_supported(device)[0] if "bnb" in cfg.run.methods else False
+    specs = [make_spec(m, m, cfg.lora, cfg.quant, cfg.optim.lr) for m in cfg.run.methods if m != "bnb" or bnb_ok]
     if "qlora" in cfg.run.methods:
         other = "float32" if cfg.quant.compute_dtype != "float32" else "bfloat16"
         specs.append(make_spec(f"qlora-{other}", "qlora", cfg.lora, cfg.quant, cfg.optim.lr, compute_dtype=other))

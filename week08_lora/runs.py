@@ -17,7 +17,7 @@ import torch
 from shared.data.instruct import InstructionRecord
 from shared.data.tokenizer import load_tokenizer
 from shared.nn.lora import ADAPTER_WEIGHTS, lora_layers, save_adapter
-from shared.tasks.sft import SFTTask, SFTTaskConfig, encode_records
+from shared.tasks.sft import SFTTask, SFTTaskConfig, sft_task_from_records
 from shared.train.config import LoopConfig, OptimConfig, ScheduleConfig, run_identity
 from shared.train.finetune import finetune
 from week08_lora.variants import VariantSpec, build
@@ -94,10 +94,7 @@ class VariantResult:
 def sft_task(tokenizer: Any, train: Sequence[InstructionRecord], val: Sequence[InstructionRecord],
              sft: SFTTaskConfig, seed: int) -> SFTTask:
     """Week 7's objective on week 7's records: response-only loss, examples over ``sft.max_length`` dropped."""
-    enc_train = encode_records(train, tokenizer, sft.template, sft.max_length)
-    enc_val = encode_records(val, tokenizer, sft.template, sft.max_length)
-    pad = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
-    return SFTTask(enc_train.examples, enc_val.examples, pad, seed, sft.eval_batch, sft.train_eval_examples)
+    return sft_task_from_records(train, val, tokenizer, sft, seed)[0]
 
 
 def train_variant(spec: VariantSpec, start: Start, profile: str, train: Sequence[InstructionRecord],

@@ -104,13 +104,35 @@ def load_hf(folder: Path, device: torch.device, **kwargs: Any) -> nn.Module:
     return model if "quantization_config" in kwargs else model.to(device)
 
 
+def cpu_repacks_4bit() -> bool:
+    """Whether bitsandbytes repacks 4-bit weights for CPU inference on this machine: it does after any no-grad
+    eval-mode forward, but only where the CPU has AVX512-BF16 (``bitsandbytes.functional.has_avx512bf16``)."""
+    try:
+        from bitsandbytes.functional import has_avx512bf16
+    except ImportError:  # pragma: no cover - the hf extra installs it
+        return False
+    return bool(has_avx512bf16())
+
+
 def bnb_supported(device: torch.device) -> tuple[bool, str]:
-    """Whether bitsandbytes' 4-bit training path is trustworthy on ``device``, and why not."""
+    """Whether the week trains bitsandbytes' 4-bit path on ``device`` (CUDA only), and why not.
+
+    On CPU, bitsandbytes 0.50.2's ``gemv_4bit`` has no autograd kernel: on a CPU with AVX512-BF16, any no-grad
+    eval-mode forward (the loop's step-0 val eval, ``generate``) repacks the weights and later LoRA gradients are
+    wrong while the loss looks normal. On a CPU without it the repack never happens, but the same config would then
+    train correctly on one CPU and silently wrongly on another, so the week keeps bitsandbytes training on CUDA.
+    """
     if device.type == "cuda":
         return True, ""
-    return False, ("bitsandbytes 0.50.2 on CPU has no autograd kernel for gemv_4bit: after any no-grad eval-mode "
-                   "forward (the loop's step-0 val eval, generate) it repacks the 4-bit weights and later LoRA "
-                   "gradients are wrong while the loss looks normal; the hand-written QLoRA (qlora) runs instead")
+    trap = ("after any no-grad eval-mode forward (the loop's step-0 val eval, generate) bitsandbytes repacks the "
+            "4-bit weights for CPU inference and later LoRA gradients are wrong while the loss looks normal")
+    if cpu_repacks_4bit():
+        where = f"on this CPU (AVX512-BF16) {trap}"
+    else:
+        where = (f"this CPU has no AVX512-BF16, so bitsandbytes never repacks here (the gradient check measures it), "
+                 f"but on CPUs that have it {trap}; training bitsandbytes is kept to CUDA")
+    return False, (f"bitsandbytes 0.50.2 on CPU has no autograd kernel for gemv_4bit: {where}; the hand-written QLoRA "
+                   "(qlora) runs instead")
 
 
 def build(spec: VariantSpec, folder: Path, device: torch.device, seed: int) -> nn.Module:

@@ -236,3 +236,21 @@ class SFTTask:
         if self.train_eval:
             out["train_loss"] = self.mean_loss(model, self.train_eval)
         return out
+
+
+def sft_task_from_records(train: Sequence[Any], val: Sequence[Any], tokenizer: Any, sft: SFTTaskConfig,
+                          seed: int) -> tuple[SFTTask, EncodedSet]:
+    """Encode instruction records with ``sft.template`` (examples over ``sft.max_length`` dropped) and build the
+    response-only task on them; padding is the tokenizer's pad id, else its EOS id.
+
+    Returns:
+        ``(task, encoded_train)``: the task and the training set's encoding (its ``dropped`` / ``empty`` counts).
+
+    Raises:
+        ValueError: every training or validation example was dropped (see :class:`SFTTask`).
+    """
+    enc_train = encode_records(train, tokenizer, sft.template, sft.max_length)
+    enc_val = encode_records(val, tokenizer, sft.template, sft.max_length)
+    pad = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
+    task = SFTTask(enc_train.examples, enc_val.examples, pad, seed, sft.eval_batch, sft.train_eval_examples)
+    return task, enc_train

@@ -30,6 +30,16 @@ def test_parity_speed_rerun_export():
     assert checks.export_loads(1.0, 1.1, "x").failed
 
 
+def test_tradeoff_and_default_fail_on_bad_numbers():
+    full, lora = {"rougeL": 0.20, "format_compliance": 0.6}, {"rougeL": 0.19, "format_compliance": 0.55}
+    assert checks.tradeoff_stated(full, lora, 10.0, 4.0).passed
+    assert checks.tradeoff_stated(full, lora, 10.0, 12.0).failed  # LoRA's step is not smaller: no trade-off
+    assert checks.tradeoff_stated(full, {**lora, "rougeL": float("nan")}, 10.0, 4.0).failed
+    assert checks.default_picked(full, lora, 10.0, 4.0).passed
+    assert checks.default_picked(full, {**lora, "format_compliance": float("nan")}, 10.0, 4.0).failed
+    assert not checks.default_picked(full, lora, 10.0, 4.0, judge=False).passed  # smoke: SKIP
+
+
 def test_default_rule_and_table_citations():
     lora, q = {"rougeL": 0.20, "format_compliance": 0.6}, {"rougeL": 0.195, "format_compliance": 0.6}
     assert checks.pick_default(lora, q, 10, 5)[0] == "QLoRA"
