@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     data = load_week_data(cfg)
     base, sft = experiments.starts(cfg)
-    res = experiments.WeekResults(base, sft, timings={"data + starting models": time.perf_counter() - t})
+    res = experiments.WeekResults(base, sft, timings={"data + starting models": time.perf_counter() - t},
+                                  val_records=len(data.val))
     show = {"data": lambda: {"train": len(data.train), "val": len(data.val), "eval": len(data.eval_items),
                              "base": str(base.folder), "sft": str(sft.folder)},
             "main": lambda: {k: r.row() for k, r in res.runs.items()}, "sft": lambda: res.export,

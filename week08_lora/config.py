@@ -97,6 +97,7 @@ class SweepConfig:
     grid_rank: int = at_least(1, 8)
     grid_alphas: list[float] = field(default_factory=lambda: [8.0, 32.0])
     grid_lrs: list[float] = field(default_factory=lambda: [5e-5, 5e-4])
+    val_examples: int = at_least(0, 0)  # the first k val records score the sweep runs (0: all of them)
 
 
 @dataclass
@@ -105,6 +106,7 @@ class BenchConfig:
 
     steps: int = at_least(1, 2)
     micro_batch: int = at_least(1, 4)
+    other_dtype_steps: int = at_least(1, 2)  # timed steps of QLoRA at the other compute dtype (the Q&A's row)
 
 
 @dataclass

@@ -116,8 +116,13 @@ def qa_items(res: Any, cfg: Any, on_cuda: bool) -> list[dict[str, Any]]:
     if q_bf and q_fp:
         fp32 = q_bf if q_bf["compute dtype"] == "float32" else q_fp
         low = q_fp if fp32 is q_bf else q_bf
+        bf16_faster = low["s/step"] < fp32["s/step"]
         item("qlora_fp32_compute", "QLoRA slower or bigger than expected?",
-             "set the compute dtype to bf16 (bnb_4bit_compute_dtype / quant.compute_dtype): NF4 is storage only",
+             "NF4 is storage only: the compute dtype sets the activations and the matmul speed. bf16 "
+             "(bnb_4bit_compute_dtype / quant.compute_dtype) saves activation memory and is faster where the "
+             "hardware multiplies bf16 (GPUs, CPUs with AVX512-BF16 or AMX); here it measured "
+             + ("faster" if bf16_faster else f"{low['s/step'] / fp32['s/step']:.1f}x slower per step"
+                + (", so this profile computes in fp32" if cfg.quant.compute_dtype == "float32" else "")),
              "bench rows qlora / " + q_fp["variant"],
              f"compute {fp32['compute dtype']}: {fp32['s/step']:.2f} s/step, activations {_mib(fp32['activations'])}"
              f"; {low['compute dtype']}: {low['s/step']:.2f} s/step, activations {_mib(low['activations'])}",

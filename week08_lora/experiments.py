@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from shared.data.instruct import records_hash
 from shared.data.tokenizer import load_tokenizer
 from shared.device import resolve_device
 from shared.evals.table import evaluate, harness_csv, harness_hash
@@ -47,6 +48,7 @@ class WeekResults:
     sweep: list[str] = field(default_factory=list)  # variant names of the rank sweep, in rank order
     grid: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    val_records: int = 0  # records in the val split
 
 
 def starts(cfg: Week08Config) -> tuple[Start, Start]:
@@ -99,10 +101,16 @@ def context_rows(cfg: Week08Config, data: WeekData, res: WeekResults) -> None:
 
 
 def _train(cfg: Week08Config, profile: str, data: WeekData, spec: VariantSpec, start: Start, *, steps: int,
-           micro_batch: int, keep: bool = False, run_name: str | None = None) -> VariantResult:
+           micro_batch: int, keep: bool = False, run_name: str | None = None, val_examples: int = 0) -> VariantResult:
+    """One run of ``steps`` steps; it evaluates at step 0, every ``loop.eval_every`` steps and at the end, on the
+    first ``val_examples`` val records (0: all)."""
     loop = replace(cfg.loop, max_steps=steps, micro_batch=micro_batch, max_tokens=0, max_seconds=0.0,
-                   eval_every=max(steps // 2, 1) if steps > 1 else 1)
-    return train_variant(spec, start, profile, data.train, data.val, data.hashes, cfg.sft, cfg.optim, cfg.schedule,
+                   eval_every=min(cfg.loop.eval_every, steps))
+    val, hashes = data.val, data.hashes
+    if 0 < val_examples < len(val):
+        val = val[:val_examples]
+        hashes = {**hashes, "val": records_hash(val)}
+    return train_variant(spec, start, profile, data.train, val, hashes, cfg.sft, cfg.optim, cfg.schedule,
                          loop, keep_model=keep, run_name=run_name)
 
 
@@ -173,8 +181,9 @@ def run_bench(cfg: Week08Config, data: WeekData, res: WeekResults) -> None:
         other = "float32" if cfg.quant.compute_dtype != "float32" else "bfloat16"
         specs.append(make_spec(f"qlora-{other}", "qlora", cfg.lora, cfg.quant, cfg.optim.lr, compute_dtype=other))
     for spec in specs:
+        steps = cfg.bench.other_dtype_steps if spec.name.startswith("qlora-") else cfg.bench.steps
         res.bench.append(bench_variant(spec, res.base, data.train, cfg.sft, cfg.optim, cfg.bench.micro_batch,
-                                       cfg.bench.steps, cfg.loop.device, cfg.loop.seed))
+                                       steps, cfg.loop.device, cfg.loop.seed))
         console(f"bench {spec.name}: {res.bench[-1]['s/step']:.2f} s/step, "
                 f"{res.bench[-1]['total'] / 2**30:.2f} GiB counted")
     res.timings["step benchmark + memory"] = time.perf_counter() - t
@@ -198,7 +207,8 @@ def run_sweeps(cfg: Week08Config, profile: str, data: WeekData, res: WeekResults
     s = cfg.sweep
     for r in s.ranks:
         spec = make_spec(f"lora-r{r}", "lora", cfg.lora, cfg.quant, cfg.optim.lr, r=r, alpha=s.alpha_per_rank * r)
-        res.runs[spec.name] = _train(cfg, profile, data, spec, res.base, steps=s.max_steps, micro_batch=s.micro_batch)
+        res.runs[spec.name] = _train(cfg, profile, data, spec, res.base, steps=s.max_steps, micro_batch=s.micro_batch,
+                                     val_examples=s.val_examples)
         res.sweep.append(spec.name)
     res.timings["rank sweep"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -207,7 +217,7 @@ def run_sweeps(cfg: Week08Config, profile: str, data: WeekData, res: WeekResults
             spec = make_spec(f"lora-r{s.grid_rank}-a{a:g}-lr{lr:g}", "lora", cfg.lora, cfg.quant, cfg.optim.lr,
                              r=s.grid_rank, alpha=float(a), lr=float(lr))
             res.runs[spec.name] = _train(cfg, profile, data, spec, res.base, steps=s.max_steps,
-                                         micro_batch=s.micro_batch)
+                                         micro_batch=s.micro_batch, val_examples=s.val_examples)
             res.grid.append(spec.name)
     res.timings["alpha x lr grid"] = time.perf_counter() - t
 
@@ -226,7 +236,7 @@ def run_rerun(cfg: Week08Config, profile: str, data: WeekData, res: WeekResults)
     for old in (runs_root() / "week08" / profile).glob(f"rerun-{name}-*"):
         shutil.rmtree(old)  # a rerun must train, not reuse a cached result
     again = _train(cfg, profile, data, first.spec, res.base, steps=cfg.sweep.max_steps,
-                   micro_batch=cfg.sweep.micro_batch, run_name=f"rerun-{name}")
+                   micro_batch=cfg.sweep.micro_batch, run_name=f"rerun-{name}", val_examples=cfg.sweep.val_examples)
     res.rerun = {"name": name, "original": first.final_val_loss, "rerun": again.final_val_loss,
                  "train_original": [r["loss"] for r in first.train_rows], "train_rerun": [r["loss"] for r in again.train_rows],
                  "command": f"python -m week08_lora --profile {profile}"}

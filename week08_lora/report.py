@@ -73,11 +73,11 @@ def runs_section(log: WeeklyLog, res: WeekResults) -> None:
         log.plot(fig, name, f"{ylabel} per step, same batches for every variant")
 
 
-def sweep_section(log: WeeklyLog, res: WeekResults) -> None:
+def sweep_section(log: WeeklyLog, res: WeekResults, val_records: int) -> None:
     if res.sweep:
         rs = [res.runs[n] for n in res.sweep]
         log.section("Rank sweep", f"Hand LoRA at alpha = {rs[0].spec.alpha / rs[0].spec.r:g} x r (alpha/r fixed), "
-                    f"{rs[0].steps} steps each.")
+                    f"{rs[0].steps} steps each; val loss on the first {val_records} val records.")
         log.table(pd.DataFrame([{"r": r.spec.r, "trainable params": r.trainable_params,
                                  "adapter MiB": round(r.adapter_bytes / 2**20, 2),
                                  "final val loss": round(r.final_val_loss, 4), "run id": r.run_id} for r in rs]),
@@ -117,7 +117,8 @@ def build_log(log: WeeklyLog, cfg: Any, res: WeekResults, items: list, cells: li
     harness_section(log, res)
     memory_section(log, res)
     runs_section(log, res)
-    sweep_section(log, res)
+    n_val = res.val_records
+    sweep_section(log, res, min(cfg.sweep.val_examples, n_val) if cfg.sweep.val_examples else n_val)
     bnb_section(log, res)
     qa_section(log, items, cells, doc)
     if res.export:
