@@ -60,9 +60,13 @@ def starts(cfg: Week08Config) -> tuple[Start, Start]:
 
 
 def score(cfg: Week08Config, data: WeekData, label: str, stage: str, start: Start, model: Any) -> dict[str, Any]:
-    """Week 7's harness on a model in memory; its row goes to ``runs/harness.csv``."""
-    res, row = evaluate(start.folder, data.eval_items, cfg.harness, cfg.sft.template, stage, data.hashes["eval_set"],
-                        label=label, model=model, tokenizer=load_tokenizer(start.folder))
+    """Week 7's harness on a model in memory; its row goes to ``runs/harness.csv``. A hand QLoRA model generates
+    with its weights decoded once (bit-identical outputs, see :func:`shared.nn.qlora.dequantized_for_inference`)."""
+    from shared.nn.qlora import dequantized_for_inference
+
+    with dequantized_for_inference(model):
+        res, row = evaluate(start.folder, data.eval_items, cfg.harness, cfg.sft.template, stage,
+                            data.hashes["eval_set"], label=label, model=model, tokenizer=load_tokenizer(start.folder))
     console(f"harness {label}: compliance {row['format_compliance']:.2f}, ROUGE-L {row['rougeL']:.3f}, "
             f"{res.seconds:.0f} s")
     return row

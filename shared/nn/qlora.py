@@ -11,6 +11,8 @@ it runs wherever torch runs, including CPUs where bitsandbytes' 4-bit inference 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -82,6 +84,7 @@ class QLoRALinear(nn.Module):
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, device=dev))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # LoRALinear's (and peft's) init, same RNG draws
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self._inference_weight: torch.Tensor | None = None  # set by dequantized_for_inference
 
     @property
     def in_features(self) -> int:
@@ -111,8 +114,11 @@ class QLoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(self.compute_dtype)
         meta = (self.shape, self.weight_dtype, self.block_size, self.double_quant, self.compute_dtype)
-        stored = tuple(self.nf4().tensors().values())
-        y = _NF4Linear.apply(x.to(self.compute_dtype), bias, meta, *stored)  # (..., out), compute_dtype
+        if self._inference_weight is not None and not torch.is_grad_enabled():  # the same W, decoded once
+            y = F.linear(x.to(self.compute_dtype), self._inference_weight, bias)
+        else:
+            stored = tuple(self.nf4().tensors().values())
+            y = _NF4Linear.apply(x.to(self.compute_dtype), bias, meta, *stored)  # (..., out), compute_dtype
         h = self.dropout(x.to(self.lora_A.dtype)) @ self.lora_A.T  # (..., r), fp32
         return (y + (h @ self.lora_B.T * self.scaling).to(y.dtype)).to(x.dtype)
 
@@ -130,6 +136,24 @@ class QLoRALinear(nn.Module):
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, r={self.r}, alpha={self.alpha}, nf4 "
                 f"block_size={self.block_size}, double_quant={self.double_quant}, compute_dtype={self.compute_dtype}")
+
+
+@contextmanager
+def dequantized_for_inference(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block, every :class:`QLoRALinear` of ``model`` decodes its weight once and reuses it for its
+    no-grad forwards (generation decodes token by token: re-decoding every weight per token is most of its time).
+    The outputs are bit-identical (the same decoded W enters the same ``F.linear``); the cost is a full
+    ``compute_dtype`` copy of each weight for the duration of the block (what bitsandbytes' CPU inference repack
+    trades too). Forwards that record gradients still decode per matmul and save nothing full-size."""
+    layers = [m for m in model.modules() if isinstance(m, QLoRALinear)]
+    try:
+        with torch.no_grad():
+            for m in layers:
+                m._inference_weight = m.dequantized_weight()
+        yield model
+    finally:
+        for m in layers:
+            m._inference_weight = None
 
 
 def quantized_bytes(model: nn.Module) -> int:

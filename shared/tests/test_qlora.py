@@ -14,7 +14,7 @@ from torch import nn
 
 from shared.nn.lora import LoRAConfig, LoRAError, LoRALinear, inject_lora, lora_layers
 from shared.nn.nf4 import dequantize_nf4
-from shared.nn.qlora import QLoRALinear, quantized_bytes
+from shared.nn.qlora import QLoRALinear, dequantized_for_inference, quantized_bytes
 
 IN, OUT, R = 128, 64, 4
 BF16_U = 2.0**-8  # bf16 unit roundoff is 2^-8 (8 significant bits); a bf16 rounding moves a value ≤ 2^-9 relative
@@ -51,6 +51,24 @@ def test_at_init_output_is_the_dequantised_base_exactly():
     q = QLoRALinear(lin, r=R, alpha=8, compute_dtype=torch.float32)
     x = torch.randn(3, 7, IN)
     assert torch.equal(q(x), F.linear(x, q.dequantized_weight(), lin.bias))  # B = 0 adds exact zeros
+
+
+@pytest.mark.parametrize("compute_dtype", [torch.float32, torch.bfloat16])
+def test_dequantized_for_inference_is_bit_identical_and_scoped(compute_dtype):
+    q, _ = layer(compute_dtype=compute_dtype)
+    model = nn.Sequential(q, nn.ReLU())
+    x = torch.randn(3, 7, IN)
+    with torch.no_grad():
+        want = model(x)
+    with dequantized_for_inference(model):
+        assert q._inference_weight is not None
+        with torch.no_grad():
+            assert torch.equal(model(x), want)  # the same decoded W in the same F.linear
+        assert torch.equal(model(x).detach(), want)  # with gradients: the per-matmul NF4 path, same numbers
+    assert q._inference_weight is None  # released after the block
+    with pytest.raises(RuntimeError, match="boom"), dequantized_for_inference(model):
+        raise RuntimeError("boom")
+    assert q._inference_weight is None  # also after an error
 
 
 def test_forward_bf16_compute_is_within_bf16_rounding():
