@@ -99,3 +99,25 @@ def test_bad_values_are_refused():
         config.load("smoke", ["run.methods=[lora,adapterx]"]).run.validate()
     with pytest.raises((ConfigError, ValueError)):
         config.load("smoke", ["lora.r=0"])
+
+
+def test_compute_dtype_item_is_judged_only_where_bf16_is_not_emulated():
+    from types import SimpleNamespace
+
+    from week08_lora import decision
+
+    cfg = config.load("cpu")
+
+    def items(bf16_s, fp32_act=100, bf16_act=60):
+        bench = [{"variant": "qlora", "method": "qlora", "compute dtype": "float32", "s/step": 5.0,
+                  "activations": fp32_act},
+                 {"variant": "qlora-bfloat16", "method": "qlora", "compute dtype": "bfloat16", "s/step": bf16_s,
+                  "activations": bf16_act}]
+        res = SimpleNamespace(pitfalls={}, runs={}, grid=[], bench=bench, export={}, bnb={})
+        return {i["key"]: i for i in decision.qa_items(res, cfg, on_cuda=False)}["qlora_fp32_compute"]
+
+    assert items(3.0)["shown"] is True  # bf16 faster: fp32 compute is the pitfall, shown
+    assert items(5.5, fp32_act=60)["shown"] is False  # neither faster nor smaller in bf16: not shown (FAIL)
+    emulated = items(90.0)
+    assert emulated["shown"] is None
+    assert "18.0x slower" in emulated["skip"]
