@@ -121,3 +121,29 @@ def test_compute_dtype_item_is_judged_only_where_bf16_is_not_emulated():
     emulated = items(90.0)
     assert emulated["shown"] is None
     assert "18.0x slower" in emulated["skip"]
+
+
+def test_cpu_trap_item_is_shown_only_where_bitsandbytes_repacked():
+    from types import SimpleNamespace
+
+    from week08_lora import decision
+
+    cfg = config.load("cpu")
+    base = {"available": True, "cos_before": 1.0, "loss_bnb": 2.0, "loss_bnb_after_eval": 2.0,
+            "layer0_norm_before": 4e-3, "layer0_norm_after": 4e-7, "after_eval_error": ""}
+
+    def item(bnb):
+        res = SimpleNamespace(pitfalls={}, runs={}, grid=[], bench=[], export={}, bnb=bnb)
+        return {i["key"]: i for i in decision.qa_items(res, cfg, on_cuda=False)}["cpu_trap"]
+
+    trap = item({**base, "repacked_after_eval": True, "cos_after": 0.04})
+    assert trap["shown"] is True
+    assert not trap["skip"]
+    fixed = item({**base, "repacked_after_eval": True, "cos_after": 1.0})  # repacked but gradients right: not shown
+    assert fixed["shown"] is False
+    assert not fixed["skip"]
+    no_repack = item({**base, "repacked_after_eval": False, "cpu_avx512bf16": False, "cos_after": 1.0})
+    assert no_repack["shown"] is None
+    assert "AVX512-BF16: no" in no_repack["skip"]
+    assert checks.qa_reproduced([no_repack]).passed  # a stated reason, not a missing reproduction
+    assert checks.qa_reproduced([fixed]).failed
