@@ -66,10 +66,11 @@ def _explained_errors() -> tuple[type[BaseException], ...]:
     from shared.dist import DistSetupError
     from shared.models.registry import ModelError
     from shared.rundir import RunLockedError
+    from shared.tasks.dpo import PreferenceDataError
     from shared.train.step import NonFiniteLossError
 
     return (ConfigError, DatasetError, CheckpointError, TokenizerError, NonFiniteLossError, DistSetupError,
-            RunLockedError, ModelError)
+            RunLockedError, ModelError, PreferenceDataError)
 
 
 INTERRUPTED = 130  # the shell's status for a process stopped by SIGINT (128 + 2)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
+from shared.evals.paired import PAIRED_METRICS, describe_paired, paired_harness
 from shared.report import Check
-from shared.stats import holm, paired
 
 
 def _pct(x: float | None) -> str:
@@ -68,26 +67,6 @@ def versions_compared(v1: Mapping[str, float], v2: Mapping[str, float], steps1: 
                        "same number of steps, cleaning removed > 0 records, both scored")
 
 
-PAIRED_METRICS = {"compliant": "format compliance", "rougeL": "ROUGE-L"}
-
-
-def paired_harness(a_items: Sequence[Mapping], b_items: Sequence[Mapping]) -> dict[str, dict]:
-    """b against a on the same eval items, per harness metric (format compliance 0/1, ROUGE-L): the paired test
-    and its Holm-adjusted one-sided p-values over the metrics (``p_better``: b higher, ``p_worse``: b lower).
-
-    Raises:
-        ValueError: the two models were scored on different items (ids or order differ).
-    """
-    ids_a, ids_b = [i["id"] for i in a_items], [i["id"] for i in b_items]
-    if ids_a != ids_b:
-        raise ValueError("a paired comparison needs both models scored on the same items in the same order")
-    tests = {m: paired([float(i[m]) for i in a_items], [float(i[m]) for i in b_items]) for m in PAIRED_METRICS}
-    better = holm([t.p_greater for t in tests.values()])
-    worse = holm([t.p_less for t in tests.values()])
-    return {m: {"test": t, "p_better": pb, "p_worse": pw}
-            for (m, t), pb, pw in zip(tests.items(), better, worse, strict=True)}
-
-
 def seed_mean(runs: Sequence[Sequence[Mapping]]) -> list[dict]:
     """Each eval item's format compliance and ROUGE-L averaged over one model version's seeds (``runs``: one list
     of per-item rows per seed, the same items in the same order).
@@ -102,18 +81,6 @@ def seed_mean(runs: Sequence[Sequence[Mapping]]) -> list[dict]:
         raise ValueError("every seed's run must be scored on the same items in the same order")
     return [{"id": ids[j], **{m: sum(float(r[j][m]) for r in runs) / len(runs) for m in PAIRED_METRICS}}
             for j in range(len(ids))]
-
-
-def describe_paired(result: Mapping[str, dict], fmt: Mapping[str, Any] | None = None) -> str:
-    """``"format compliance 70% → 82% (higher on 6 items, lower on 1; p(better) = 0.12, p(worse) = 1)"``, one clause
-    per metric (p-values Holm-adjusted)."""
-    fmt = fmt or {"compliant": _pct, "rougeL": lambda x: f"{x:.3f}"}
-    parts = []
-    for m, r in result.items():
-        t = r["test"]
-        parts.append(f"{PAIRED_METRICS[m]} {fmt[m](t.mean_a)} → {fmt[m](t.mean_b)} (higher on {t.wins} items, lower "
-                     f"on {t.losses}; p(better) = {r['p_better']:.3g}, p(worse) = {r['p_worse']:.3g})")
-    return "; ".join(parts)
 
 
 def improvements_show(v1_runs: Sequence[Sequence[Mapping]], v2_runs: Sequence[Sequence[Mapping]], alpha: float,

@@ -19,8 +19,9 @@ from torch import nn
 
 from shared.data.instruct import InstructionRecord
 from shared.data.tokenizer import load_tokenizer
+from shared.nn.lora import adapter_pairs, init_adapters
 from week08_lora.runs import Start, sft_task
-from week08_lora.variants import VariantSpec, _a_matrices, build, cpu_repacks_4bit, init_adapters
+from week08_lora.variants import VariantSpec, build, cpu_repacks_4bit
 
 
 @torch.no_grad()
@@ -29,7 +30,7 @@ def set_adapters(model: nn.Module, seed: int) -> None:
     gradient zero and the comparison half empty)."""
     init_adapters(model, seed)
     g = torch.Generator().manual_seed(seed + 1)
-    for _, b in _a_matrices(model):
+    for _, b in adapter_pairs(model):
         b.copy_(torch.randn(b.shape, generator=g) * 0.02)
 
 
@@ -40,7 +41,7 @@ def adapter_grads(model: nn.Module, batch: dict[str, torch.Tensor], loss_fn: Any
     loss = loss_fn(model, batch)[0]
     loss.backward()
     grads = []
-    for a, b in _a_matrices(model):  # no gradient at all (the CPU trap can cut the graph) counts as zero
+    for a, b in adapter_pairs(model):  # no gradient at all (the CPU trap can cut the graph) counts as zero
         grads += [torch.zeros(t.shape) if t.grad is None else t.grad.detach().float().cpu().clone() for t in (a, b)]
     return float(loss), grads
 

@@ -12,7 +12,6 @@ peft's start from the same A (and B = 0) and train step for step alike.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from shared.nn.lora import LoRAConfig, inject_lora, unload_lora
+from shared.nn.lora import LoRAConfig, init_adapters, inject_lora, unload_lora
 from week08_lora.config import AdapterConfig, QuantConfig
 
 ADAPTER_METHODS = ("lora", "peft", "qlora", "bnb")
@@ -63,33 +62,6 @@ def make_spec(name: str, method: str, adapter: AdapterConfig, quant: QuantConfig
     for k, v in changes.items():
         setattr(spec, k, v)
     return spec
-
-
-def _a_matrices(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(A, B) of every adapter in module order: the hand layers' ``lora_A``/``lora_B`` parameters or peft's
-    ``lora_A["default"].weight`` / ``lora_B["default"].weight``."""
-    out = []
-    for m in model.modules():
-        a, b = getattr(m, "lora_A", None), getattr(m, "lora_B", None)
-        if isinstance(a, nn.Parameter):
-            out.append((a, b))
-        elif isinstance(a, nn.ModuleDict) and "default" in a:
-            out.append((a["default"].weight, b["default"].weight))
-    return out
-
-
-@torch.no_grad()
-def init_adapters(model: nn.Module, seed: int) -> int:
-    """A ~ Kaiming-uniform(a=√5) from one generator seeded with ``seed``, in module order; B = 0. Returns the number
-    of adapters. The same init as peft's ``reset_lora_parameters`` (https://github.com/huggingface/peft), drawn
-    from one stream so two implementations get the same numbers."""
-    g = torch.Generator().manual_seed(seed)
-    pairs = _a_matrices(model)
-    for a, b in pairs:
-        bound = 1 / math.sqrt(a.shape[1])  # kaiming_uniform_(a=√5): gain √(2/6), bound = gain·√(3/fan_in)
-        a.copy_(torch.empty(a.shape).uniform_(-bound, bound, generator=g))
-        b.zero_()
-    return len(pairs)
 
 
 def _dtype(name: str) -> torch.dtype:

@@ -40,11 +40,23 @@ def record_text(record: dict) -> str:
     return "\n\n".join(p.strip() for p in parts if p and p.strip())
 
 
-def _file(name: str, relpath: str) -> Path:
+def source_file(name: str, relpath: str) -> Path:
+    """The cached path of one registered file of dataset ``name`` (fetched and verified on first use).
+
+    Raises:
+        KeyError: ``name`` is not a registered dataset, or ``relpath`` is not one of its files (the message lists
+            them).
+        DatasetError: the file cannot be fetched or fails its checksum.
+    """
     spec = get_spec(name)
-    if relpath not in {f.relpath for f in spec.files}:
-        raise KeyError(f"{relpath} is not a file of dataset {name}")
+    relpaths = [f.relpath for f in spec.files]
+    if relpath not in relpaths:
+        raise KeyError(f"{relpath} is not a file of dataset {name}. Its files: {', '.join(relpaths)}; a new file "
+                       "must first be added to shared/data/registry.py")
     return prepare(spec) / relpath
+
+
+_file = source_file  # the name the loaders below have always used
 
 
 def load_source(name: str) -> list[Document]:

@@ -122,3 +122,33 @@ def greedy_generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, eos_i
         for i, row in zip(chunk, gen.tolist(), strict=True):
             out[i] = _cut(row, eos_id)
     return [out[i] for i in range(len(prompts))]
+
+
+def repeated_ngram_share(ids: Sequence[int], n: int = 3) -> float:
+    """Share of a sequence's n-grams that already occurred earlier in it (0: no repetition; a model stuck in a loop
+    approaches 1); 0.0 for a sequence shorter than n. The collapse signal of week 9's failure-mode detector."""
+    grams = [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
+    if not grams:
+        return 0.0
+    return 1.0 - len(set(grams)) / len(grams)
+
+
+@dataclass
+class GenerationProbe:
+    """Prompts the periodic eval answers greedily, for the response-length and repetition signals (verbosity and
+    collapse are visible in what the policy writes, not in the log-probs of fixed responses)."""
+
+    prompts: list[list[int]]
+    eos_id: int
+    pad_id: int
+    max_new_tokens: int = 48
+
+    def measure(self, model: nn.Module) -> dict[str, float]:
+        """``gen_length`` (mean new tokens), ``gen_repetition`` (mean repeated-trigram share), ``gen_ended`` (share
+        that stopped at EOS)."""
+        gens = greedy_generate(model, self.prompts, eos_id=self.eos_id, pad_id=self.pad_id,
+                               max_new_tokens=self.max_new_tokens, batch_size=len(self.prompts))
+        n = max(len(gens), 1)
+        return {"gen_length": sum(len(g.ids) for g in gens) / n,
+                "gen_repetition": sum(repeated_ngram_share(g.ids) for g in gens) / n,
+                "gen_ended": sum(bool(g.ended) for g in gens) / n}

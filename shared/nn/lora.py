@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,7 @@ class LoRALinear(nn.Module):
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # peft's (and nn.Linear's) init
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
+        self.adapter_enabled = True  # False: the layer is its base (the DPO reference, see adapters_disabled)
 
     @property
     def in_features(self) -> int:
@@ -100,7 +102,7 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
-        if self.merged:
+        if self.merged or not self.adapter_enabled:
             return y
         h = self.dropout(x.to(self.lora_A.dtype)) @ self.lora_A.T  # (..., r)
         return y + (h @ self.lora_B.T * self.scaling).to(y.dtype)
@@ -171,11 +173,63 @@ def inject_lora(model: nn.Module, cfg: LoRAConfig, layer: type[nn.Module] = LoRA
         setattr(parent, child, layer(getattr(parent, child), cfg.r, cfg.alpha, cfg.dropout, **layer_kwargs))
     return names
 
+def adapter_pairs(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(A, B) of every adapter in module order: the hand layers' ``lora_A``/``lora_B`` parameters or peft's
+    ``lora_A["default"].weight`` / ``lora_B["default"].weight``."""
+    out = []
+    for m in model.modules():
+        a, b = getattr(m, "lora_A", None), getattr(m, "lora_B", None)
+        if isinstance(a, nn.Parameter):
+            out.append((a, b))
+        elif isinstance(a, nn.ModuleDict) and "default" in a:
+            out.append((a["default"].weight, b["default"].weight))
+    return out
+
+
+@torch.no_grad()
+def init_adapters(model: nn.Module, seed: int) -> int:
+    """A ~ Kaiming-uniform(a=√5) from one generator seeded with ``seed``, in module order; B = 0. Returns the number
+    of adapters. The same init as peft's ``reset_lora_parameters`` (https://github.com/huggingface/peft), drawn
+    from one stream so the hand-written LoRA and peft's start from the same numbers (hand vs peft, hand DPO vs TRL)."""
+    g = torch.Generator().manual_seed(seed)
+    pairs = adapter_pairs(model)
+    for a, b in pairs:
+        bound = 1 / math.sqrt(a.shape[1])  # kaiming_uniform_(a=√5): gain √(2/6), bound = gain·√(3/fan_in)
+        a.copy_(torch.empty(a.shape).uniform_(-bound, bound, generator=g))
+        b.zero_()
+    return len(pairs)
+
 
 def lora_layers(model: nn.Module) -> dict[str, nn.Module]:
     """name -> every layer with ``lora_A`` / ``lora_B`` (LoRA or QLoRA)."""
     return {n: m for n, m in model.named_modules() if hasattr(m, "lora_A") and hasattr(m, "lora_B")
             and isinstance(m.lora_A, nn.Parameter)}
+
+
+@contextmanager
+def adapters_disabled(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block every LoRA / QLoRA layer of ``model`` computes its base layer only, so ``model`` *is* the
+    model the adapters were injected into: DPO's reference model at no memory cost (peft's ``disable_adapter``).
+
+    Raises:
+        LoRAError: ``model`` has no LoRA layer, or one is merged (its update is inside ``W``: unmerge first).
+    """
+    layers = lora_layers(model)
+    if not layers:
+        raise LoRAError("adapters_disabled: the model has no LoRA layer (inject_lora first, or use a separate "
+                        "reference model)")
+    merged = [n for n, m in layers.items() if getattr(m, "merged", False)]
+    if merged:
+        raise LoRAError(f"adapters_disabled: {len(merged)} layers are merged (e.g. {merged[0]}): their update is in "
+                        "the weights; unmerge_lora(model) first")
+    before = {n: m.adapter_enabled for n, m in layers.items()}
+    try:
+        for m in layers.values():
+            m.adapter_enabled = False
+        yield model
+    finally:
+        for n, m in layers.items():
+            m.adapter_enabled = before[n]
 
 
 def merge_lora(model: nn.Module) -> int:

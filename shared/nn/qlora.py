@@ -85,6 +85,7 @@ class QLoRALinear(nn.Module):
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # LoRALinear's (and peft's) init, same RNG draws
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self._inference_weight: torch.Tensor | None = None  # set by dequantized_for_inference
+        self.adapter_enabled = True  # False: the layer is its NF4 base (see shared.nn.lora.adapters_disabled)
 
     @property
     def in_features(self) -> int:
@@ -119,6 +120,8 @@ class QLoRALinear(nn.Module):
         else:
             stored = tuple(self.nf4().tensors().values())
             y = _NF4Linear.apply(x.to(self.compute_dtype), bias, meta, *stored)  # (..., out), compute_dtype
+        if not self.adapter_enabled:
+            return y.to(x.dtype)
         h = self.dropout(x.to(self.lora_A.dtype)) @ self.lora_A.T  # (..., r), fp32
         return (y + (h @ self.lora_B.T * self.scaling).to(y.dtype)).to(x.dtype)
 

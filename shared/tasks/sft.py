@@ -19,13 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from shared.config import at_least
 from shared.data.prompts import format_prompt
 from shared.tasks.lm import IGNORE_INDEX, causal_lm_loss
+from shared.tasks.order import EpochOrder
 
 
 @dataclass
@@ -168,8 +168,8 @@ def sum_and_count(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, in
 class SFTTask:
     """Response-only next-token loss on encoded examples (a :class:`shared.tasks.base.Task`).
 
-    Micro-batch ``index`` for ``rank`` takes examples ``p = (index x world_size + rank) x size + j`` of an endless
-    stream that visits every example once per epoch in an order shuffled by ``seed + epoch``: a pure function of its
+    Micro-batch ``index`` for ``rank`` takes its examples from :class:`shared.tasks.order.EpochOrder`: an endless
+    stream that visits every example once per epoch in an order shuffled by ``seed + epoch``, a pure function of its
     arguments, so a resumed run sees exactly the batches it would have seen.
 
     Args:
@@ -191,21 +191,15 @@ class SFTTask:
         self.train, self.val, self.pad_id, self.seed = list(train), list(val), pad_id, seed
         self.eval_batch = eval_batch
         self.train_eval = self.train[:train_eval_examples]
-        self._orders: dict[int, np.ndarray] = {}
-
-    def _order(self, epoch: int) -> np.ndarray:
-        if epoch not in self._orders:
-            self._orders = {epoch: np.random.default_rng(self.seed + epoch).permutation(len(self.train))}
-        return self._orders[epoch]
+        self.stream = EpochOrder(len(self.train), seed)
 
     def example_indices(self, index: int, rank: int, world_size: int, size: int) -> list[int]:
         """Which training examples micro-batch ``index`` of ``rank`` holds (see the class docstring)."""
-        n, start = len(self.train), (index * world_size + rank) * size
-        return [int(self._order(p // n)[p % n]) for p in range(start, start + size)]
+        return self.stream.indices(index, rank, world_size, size)
 
     def epoch_at(self, index: int, world_size: int, size: int) -> float:
         """Epochs of training data seen after micro-batch ``index`` (over every rank)."""
-        return (index + 1) * world_size * size / len(self.train)
+        return self.stream.epoch_at(index, world_size, size)
 
     def batch(self, index: int, rank: int, world_size: int, size: int) -> dict[str, torch.Tensor]:
         return collate([self.train[i] for i in self.example_indices(index, rank, world_size, size)], self.pad_id)
