@@ -64,13 +64,14 @@ def _explained_errors() -> tuple[type[BaseException], ...]:
     from shared.data.fetch import DatasetError
     from shared.data.tokenizer import TokenizerError
     from shared.dist import DistSetupError
+    from shared.evals.instruct import EvalSetError
     from shared.models.registry import ModelError
     from shared.rundir import RunLockedError
     from shared.tasks.dpo import PreferenceDataError
     from shared.train.step import NonFiniteLossError
 
     return (ConfigError, DatasetError, CheckpointError, TokenizerError, NonFiniteLossError, DistSetupError,
-            RunLockedError, ModelError, PreferenceDataError)
+            RunLockedError, ModelError, PreferenceDataError, EvalSetError)
 
 
 INTERRUPTED = 130  # the shell's status for a process stopped by SIGINT (128 + 2)

@@ -3,13 +3,12 @@ set (read by path, its hash checked) and the two models every run starts from (w
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from shared.data.instruct import InstructionRecord, load_records, records_hash, split_val
-from shared.evals.instruct import EvalItem, read_items
+from shared.evals.instruct import EvalItem, read_pinned_items
 from shared.paths import REPO_ROOT, models_root
 from week08_lora.config import Week08Config
 
@@ -29,21 +28,13 @@ class WeekData:
 
 
 def load_eval_set(cfg: Week08Config) -> tuple[list[EvalItem], str]:
-    """Week 7's frozen eval set and its sha256.
+    """Week 7's frozen eval set (read by path, its sha256 pinned in ``week08_lora/configs/week08.yaml``) and its sha256.
 
     Raises:
-        StartingPointError: the file is missing. ValueError: its hash is not the pinned one.
+        EvalSetError: the file is missing or changed.
     """
-    path = REPO_ROOT / cfg.eval_set.path
-    if not path.is_file():
-        raise StartingPointError(f"week 7's eval set {path} is missing: restore it (git checkout {cfg.eval_set.path})")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if cfg.eval_set.sha256 and digest != cfg.eval_set.sha256:
-        raise ValueError(f"{path} has sha256 {digest[:16]}…, but eval_set.sha256 pins {cfg.eval_set.sha256[:16]}…: "
-                         "week 7's eval set changed; pin its new hash in configs/week08.yaml (both weeks must "
-                         "score the same items)")
-    items = read_items(path)
-    return (items[:cfg.eval_set.limit] if cfg.eval_set.limit else items), digest
+    return read_pinned_items(REPO_ROOT / cfg.eval_set.path, cfg.eval_set.sha256, cfg.eval_set.limit,
+                             "week08_lora/configs/week08.yaml")
 
 
 def load_week_data(cfg: Week08Config) -> WeekData:

@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = next((r for r in diag if r["run"] == "bad"), None)
     fixes = {r["run"]: r["flagged"] for r in diag if r["run"] in res.roles.get("failure", []) and r["run"] != "bad"}
     change, others = harness_change(res, experiments.sft_label(cfg))
-    decision, why, inputs = decide(hits, p_value, change, cfg)
+    main_diag = next((r for r in diag if r["run"] == "dpo"), None)
+    decision, why, inputs = decide(hits, p_value, change, cfg, main_diag["flagged"] if main_diag else None)
     main_run = res.runs.get("dpo")
     bench = {b["impl"]: b for b in res.bench}
     sweep = [res.runs[n] for n in res.roles.get("sweep", [])]

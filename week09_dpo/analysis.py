@@ -88,10 +88,11 @@ def harness_change(res: WeekResults, sft_label: str) -> tuple[dict[str, dict] | 
 
 
 def decide(hits: list[float], p_value: float, change: Mapping[str, Mapping[str, Any]] | None,
-           cfg: Week09Config) -> tuple[str, str, dict[str, float]]:
+           cfg: Week09Config, main_flags: list[str] | None = None) -> tuple[str, str, dict[str, float]]:
     """SFT + DPO when its held-out preference accuracy beats the SFT model's chance level (sign test p < alpha) and
     the harness shows no significant drop (Holm-adjusted p(worse) ≥ alpha on format compliance and ROUGE-L);
-    otherwise SFT only."""
+    otherwise SFT only. The failure modes the main run's detectors flag (``main_flags``) are stated beside the
+    decision: they are signals on a few probe prompts and the held-out pairs, the harness is the 40-item test."""
     nan = float("nan")
     acc = sum(hits) / len(hits) if hits else nan
     inputs = {"DPO preference accuracy (SFT: 0.5)": acc, "p (sign test)": p_value}
@@ -104,9 +105,11 @@ def decide(hits: list[float], p_value: float, change: Mapping[str, Mapping[str, 
     better = acc > 0.5 and p_value < cfg.check.alpha
     dropped = [m for m, r in (change or {}).items() if r["p_worse"] < cfg.check.alpha]
     kept = bool(change) and not dropped
+    caveat = (f"; watch: the main run's detectors flag {', '.join(main_flags)} (see the failure-mode table)"
+              if main_flags else "")
     if better and kept:
         return "SFT + DPO", (f"held-out preference accuracy {acc:.3f} vs SFT's 0.5 (sign test p = {p_value:.3g}) and "
-                             "no significant drop on the harness"), inputs
+                             f"no significant drop on the harness{caveat}"), inputs
     reasons = []
     if not better:
         reasons.append(f"preference accuracy {acc:.3f} vs SFT's 0.5 (p = {p_value:.3g}) is no significant gain")
@@ -114,4 +117,4 @@ def decide(hits: list[float], p_value: float, change: Mapping[str, Mapping[str, 
         reasons.append("the harness dropped significantly on " + ", ".join(dropped))
     elif not change:
         reasons.append("the harness comparison is missing")
-    return "SFT only", "; ".join(reasons), inputs
+    return "SFT only", "; ".join(reasons) + caveat, inputs

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.data.preference import PreferencePair, load_pairs, split_by_prompt
-from shared.evals.instruct import EvalItem, read_items
+from shared.evals.instruct import EvalItem, read_pinned_items
 from shared.models.registry import ModelError
 from shared.paths import REPO_ROOT, models_root
 from shared.tasks.dpo import EncodedPairs, PairExample, encode_pairs
@@ -48,20 +48,13 @@ def pairs_hash(pairs: list[Any]) -> str:
 
 
 def load_eval_set(cfg: Week09Config) -> tuple[list[EvalItem], str]:
-    """Week 7's frozen eval set and its sha256.
+    """Week 7's frozen eval set (read by path, its sha256 pinned in ``week09_dpo/configs/week09.yaml``) and its sha256.
 
     Raises:
-        StartingPointError: the file is missing. ValueError: its hash is not the pinned one.
+        EvalSetError: the file is missing or changed.
     """
-    path = REPO_ROOT / cfg.eval_set.path
-    if not path.is_file():
-        raise StartingPointError(f"week 7's eval set {path} is missing: restore it (git checkout {cfg.eval_set.path})")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if cfg.eval_set.sha256 and digest != cfg.eval_set.sha256:
-        raise ValueError(f"{path} has sha256 {digest[:16]}…, but eval_set.sha256 pins {cfg.eval_set.sha256[:16]}…: "
-                         "pin its new hash in configs/week09.yaml (weeks 7-9 must score the same items)")
-    items = read_items(path)
-    return (items[:cfg.eval_set.limit] if cfg.eval_set.limit else items), digest
+    return read_pinned_items(REPO_ROOT / cfg.eval_set.path, cfg.eval_set.sha256, cfg.eval_set.limit,
+                             "week09_dpo/configs/week09.yaml")
 
 
 def start_dir(cfg: Week09Config) -> Path:

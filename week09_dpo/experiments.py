@@ -182,7 +182,8 @@ def deflection(cfg: Week09Config, data: WeekData, res: WeekResults, model: Any) 
              "SFT": a, "SFT + DPO": b, "SFT deflects": deflects(a), "DPO deflects": deflects(b)}
             for p, (a, b) in zip(data.deflect, answers, strict=True)]
     return {"rows": rows, "sft_rate": sum(r["SFT deflects"] for r in rows) / len(rows),
-            "dpo_rate": sum(r["DPO deflects"] for r in rows) / len(rows), "n": len(rows)}
+            "dpo_rate": sum(r["DPO deflects"] for r in rows) / len(rows), "n": len(rows),
+            "max_new_tokens": cfg.data.deflect_max_new_tokens}
 
 
 def export(cfg: Week09Config, profile: str, res: WeekResults, r: DPORun) -> Any:

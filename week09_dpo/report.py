@@ -165,7 +165,7 @@ def harness_section(log: WeeklyLog, res: WeekResults) -> None:
         log.table(pd.DataFrame([{k: _short(v) for k, v in s.items()} for s in res.samples]), "samples")
     d = res.deflection
     if d:
-        log.text(f"**HH prompts** ({d['n']} held-out harmful requests, greedy, ≤ the configured tokens): the answer "
+        log.text(f"**HH prompts** ({d['n']} held-out harmful requests, greedy, ≤ {d['max_new_tokens']} new tokens): the answer "
                  f"deflects (refusal lexicon of `shared.data.preference.deflects`) for SFT {d['sft_rate']:.2f} vs SFT + "
                  f"DPO {d['dpo_rate']:.2f}.")
         log.table(pd.DataFrame([{k: _short(v) for k, v in r.items()} for r in d["rows"]]), "hh_deflection")

@@ -251,3 +251,28 @@ def write_items(path: str | Path, items: Sequence[EvalItem]) -> Path:
     path.write_text("".join(json.dumps(asdict(i), sort_keys=True, ensure_ascii=False) + "\n" for i in items),
                     encoding="utf-8")
     return path
+
+
+class EvalSetError(ValueError):
+    """A frozen eval set that is missing or is not the one a week pinned (the message names the fix)."""
+
+
+def read_pinned_items(path: str | Path, sha256: str = "", limit: int = 0,
+                      config_file: str = "the week's config") -> tuple[list[EvalItem], str]:
+    """A frozen eval set read by path, its sha256 checked against the pinned one (weeks 8 and 9 score week 7's
+    items this way, so every stage is scored on the same items); the first ``limit`` items (0: all) and the hash.
+
+    Raises:
+        EvalSetError: the file is missing, or its hash is not ``sha256`` (when one is pinned).
+    """
+    import hashlib
+
+    path = Path(path)
+    if not path.is_file():
+        raise EvalSetError(f"the eval set {path} is missing: restore it (git checkout -- {path})")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if sha256 and digest != sha256:
+        raise EvalSetError(f"{path} has sha256 {digest[:16]}…, but {config_file} pins {sha256[:16]}…: the eval set "
+                           f"changed; pin its new hash in {config_file} (the weeks must score the same items)")
+    items = read_items(path)
+    return (items[:limit] if limit else items), digest

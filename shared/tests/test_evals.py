@@ -189,3 +189,23 @@ def test_eval_items_round_trip_and_a_bad_line_is_named(tmp_path):
     path.write_text('{"id": "a"}\n')
     with pytest.raises(ValueError, match="line 1 lacks instruction"):
         read_items(path)
+
+
+def test_a_pinned_eval_set_is_read_by_path_and_a_missing_or_changed_file_is_a_clear_error(tmp_path):
+    import hashlib
+    import json
+
+    from shared.evals.instruct import EvalSetError, read_pinned_items
+
+    path = tmp_path / "eval.jsonl"
+    rows = [{"id": f"x:{i}", "instruction": "Say hi.", "input": "", "reference": "Hi.", "task_type": "open_qa",
+             "source": "x"} for i in range(3)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    items, got = read_pinned_items(path, digest, limit=2, config_file="configs/weekNN.yaml")
+    assert got == digest
+    assert [i.id for i in items] == ["x:0", "x:1"]
+    with pytest.raises(EvalSetError, match="pin its new hash in configs/weekNN.yaml"):
+        read_pinned_items(path, "0" * 64, config_file="configs/weekNN.yaml")
+    with pytest.raises(EvalSetError, match="missing"):
+        read_pinned_items(tmp_path / "nope.jsonl", digest)

@@ -49,3 +49,6 @@ def test_the_decision_needs_a_significant_gain_and_no_significant_harness_drop()
     assert decision == "SFT only"
     assert "rougeL" in why
     assert decide(hits, 0.01, None, cfg)[0] == "SFT only"
+    decision, why, _ = decide(hits, 0.01, same, cfg, ["collapse"])
+    assert decision == "SFT + DPO"
+    assert "flag collapse" in why
