@@ -22,7 +22,7 @@ from shared.tasks.dpo import AdapterOffReference, DPOTask, PairScores
 from shared.tracking import console
 from week09_dpo.config import Week09Config
 from week09_dpo.data import WeekData, start_dir
-from week09_dpo.runs import DPORun, Start, train_dpo, with_lr
+from week09_dpo.runs import DPORun, Start, train_dpo
 
 EXPORT = "week09/dpo"  # under models/: the start model + the main run's adapters, merged (week 11 serves it)
 
@@ -83,7 +83,7 @@ def data_stage(cfg: Week09Config, data: WeekData, res: WeekResults) -> None:
 def _run(cfg: Week09Config, profile: str, data: WeekData, res: WeekResults, name: str, *, steps: int,
          keep: bool = False, lr: float | None = None, **dpo_changes: Any) -> DPORun:
     loop = replace(cfg.loop, max_steps=steps, max_tokens=0, max_seconds=0.0, eval_every=min(cfg.loop.eval_every, steps))
-    optim = with_lr(cfg.optim, lr if lr is not None else cfg.optim.lr)
+    optim = replace(cfg.optim, lr=lr if lr is not None else cfg.optim.lr)
     dpo = replace(cfg.dpo, **dpo_changes)
     t = time.perf_counter()
     r = train_dpo(name, res.start, profile, data.enc_train.examples, data.periodic, data.hashes["train"], dpo, cfg.lora,

@@ -7,7 +7,7 @@ The run folder's config names the starting model (folder and weights hash), the 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,3 @@ def train_dpo(name: str, start: Start, profile: str, train: list[PairExample], p
                   run.result.step, run.result.train_time_s, run.tokens_per_sec, run.peak_memory_gib, run.reused,
                   model if keep_model else None)
 
-
-def with_lr(optim: OptimConfig, lr: float) -> OptimConfig:
-    return replace(optim, lr=lr)

@@ -37,6 +37,7 @@ from torch import nn
 
 from shared.config import at_least, choose, in_range, positive
 from shared.tasks.order import EpochOrder
+from shared.tasks.sft import encode_texts
 
 LOSSES = ("sigmoid", "ipo")  # sigmoid = DPO (TRL's name)
 DROP_REASONS = ("too_long", "prompt_too_long", "empty_chosen", "empty_rejected", "identical")
@@ -90,12 +91,6 @@ class EncodedPairs:
         return Counter({k: len(v) for k, v in self.dropped.items()})
 
 
-def _encode_all(tokenizer: Any, texts: list[str]) -> list[list[int]]:
-    if hasattr(tokenizer, "encode_batch"):
-        return [list(ids) for ids in tokenizer.encode_batch(texts)]
-    return [tokenizer.encode(t) for t in texts]
-
-
 def encode_pairs(pairs: Sequence[Any], tokenizer: Any, max_length: int) -> EncodedPairs:
     """Tokenise pairs: ``prompt`` as is, each response with EOS appended as an id.
 
@@ -115,9 +110,9 @@ def encode_pairs(pairs: Sequence[Any], tokenizer: Any, max_length: int) -> Encod
     """
     if tokenizer.eos_id is None:
         raise PreferenceDataError("DPO appends EOS to every response, and this tokenizer has no eos_id")
-    prompts = _encode_all(tokenizer, [p.prompt for p in pairs])
-    chosen = _encode_all(tokenizer, [p.chosen for p in pairs])
-    rejected = _encode_all(tokenizer, [p.rejected for p in pairs])
+    prompts = encode_texts(tokenizer, [p.prompt for p in pairs])
+    chosen = encode_texts(tokenizer, [p.chosen for p in pairs])
+    rejected = encode_texts(tokenizer, [p.rejected for p in pairs])
     out = EncodedPairs([], {r: [] for r in DROP_REASONS}, max_length)
     for p, x, yw, yl in zip(pairs, prompts, chosen, rejected, strict=True):
         reason = None
