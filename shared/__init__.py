@@ -26,6 +26,7 @@ __all__ = [
     "cli",
     "config",
     "data",
+    "dcp",
     "device",
     "dist",
     "evals",

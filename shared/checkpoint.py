@@ -36,6 +36,17 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete, unreadable, or belongs to another model or tokenizer."""
 
 
+def model_class_name(module: nn.Module) -> str:
+    """The class name a checkpoint records: ``GPT`` for a GPT, also after FSDP2's ``fully_shard`` (which swaps the
+    instance's class for a generated ``FSDPGPT`` subclass)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    cls = type(module)
+    if isinstance(module, FSDPModule):
+        cls = next(c for c in cls.__mro__[1:] if not issubclass(c, FSDPModule))
+    return cls.__name__
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain module inside DDP / ``torch.compile`` wrappers."""
     while True:
@@ -166,16 +177,26 @@ def load_model(model: nn.Module, path: str | Path) -> Checkpoint:
     """Load the weights of the checkpoint folder ``path`` into ``model`` (for evaluation: no optimizer state).
 
     Raises:
-        CheckpointError: see :func:`read_checkpoint` and :func:`load_weights`.
+        CheckpointError: see :func:`read_checkpoint` and :func:`load_weights`; a distributed (DCP) checkpoint (the
+            message names :func:`shared.dcp.load_sharded_into`).
     """
     ck = read_checkpoint(path)
+    _refuse_sharded(ck)
     load_weights(model, ck.path / WEIGHTS, ck.meta.get("tied"), str(ck.path))
     return ck
 
 
+def _refuse_sharded(ck: Checkpoint) -> None:
+    if ck.meta.get("format") == "dcp":
+        raise CheckpointError(f"{ck.path} is a distributed (DCP) checkpoint of {ck.meta.get('world_size')} rank(s), "
+                              "not a single file: resume it with shared.dcp.DCPCheckpointer (parallel=fsdp2), or load "
+                              "its weights into a plain model with shared.dcp.load_sharded_into")
+
+
 class Checkpointer(ABC):
-    """Where a training loop saves and resumes. :class:`FileCheckpointer` writes safetensors folders; week 10's
-    distributed checkpointer (``torch.distributed.checkpoint``) implements the same three methods."""
+    """Where a training loop saves and resumes. :class:`FileCheckpointer` writes safetensors folders;
+    :class:`shared.dcp.DCPCheckpointer` (``torch.distributed.checkpoint``, every rank its shards) implements the
+    same methods, and ``wait`` for its asynchronous saves."""
 
     @abstractmethod
     def save(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
@@ -192,6 +213,9 @@ class Checkpointer(ABC):
     @abstractmethod
     def reset(self) -> None:
         """Set the existing checkpoints aside (a run started again from scratch); nothing is deleted."""
+
+    def wait(self) -> None:  # noqa: B027 (a no-op default: only an asynchronous checkpointer overrides it)
+        """Finish a save still being written in the background (an asynchronous checkpointer); no-op here."""
 
 
 class FileCheckpointer(Checkpointer):
@@ -257,14 +281,22 @@ class FileCheckpointer(Checkpointer):
         aliases = save_weights(model, tmp / WEIGHTS)
         torch.save({"optimizer": optimizer.state_dict() if optimizer is not None else None, **(state or {})},
                    tmp / STATE)
+        self._commit(tmp, final, step, model, {"tied": aliases}, progress, best)
+        return final
+
+    def _commit(self, tmp: Path, final: Path, step: int, model: nn.Module, extra: dict[str, Any],
+                progress: dict[str, Any] | None, best: bool) -> None:
+        """Write ``meta.json`` (every file's size in ``tmp``) beside the written files, fsync, rename ``tmp`` to
+        ``final``, move the pointers, prune. Main process only."""
         module = unwrap(model)
         config = getattr(module, "cfg", None)
-        meta = {**self.meta, "format_version": FORMAT_VERSION, "step": step, "model_class": type(module).__name__,
+        files = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file())
+        meta = {**self.meta, "format_version": FORMAT_VERSION, "step": step, "model_class": model_class_name(module),
                 "model_config": asdict(config) if is_dataclass(config) else self.meta.get("model_config"),
-                "tied": aliases, "files": {n: (tmp / n).stat().st_size for n in (WEIGHTS, STATE)},
+                **extra, "files": {n: (tmp / n).stat().st_size for n in files},
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "progress": progress or {}}
         (tmp / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")
-        for f in (WEIGHTS, STATE, META, ""):
+        for f in (*files, META, ""):
             _fsync(tmp / f)
         if final.exists():  # the same step saved again (e.g. a stop, then the eval of that step): swap it out
             old = self.dir / f"{TMP_PREFIX}old-{final.name}-{os.getpid()}"
@@ -278,7 +310,6 @@ class FileCheckpointer(Checkpointer):
             self._point("best", final.name)
         _fsync(self.dir)
         self._prune()
-        return final
 
     def _prune(self) -> None:
         keep = {p.name for p in self.steps()[-self.keep_last_k:]}
@@ -302,6 +333,21 @@ class FileCheckpointer(Checkpointer):
             CheckpointError: incomplete files, another model class/config/tokenizer, or optimizer state that does
                 not fit; the message names the checkpoint, the mismatch and the fix.
         """
+        ck = self._open(model, which, expect)
+        if ck is None:
+            return None
+        _refuse_sharded(ck)
+        load_weights(model, ck.path / WEIGHTS, ck.meta.get("tied"), str(ck.path))
+        try:
+            ck.state = torch.load(ck.path / STATE, map_location="cpu", weights_only=True)
+            if optimizer is not None and ck.state.get("optimizer") is not None:
+                optimizer.load_state_dict(ck.state["optimizer"])
+        except Exception as e:
+            raise CheckpointError(f"cannot restore the training state of {ck.path}: {e}. {self._fix(ck.path)}") from e
+        return ck
+
+    def _open(self, model: nn.Module, which: str, expect: dict[str, Any] | None) -> Checkpoint | None:
+        """``which`` verified (:func:`read_checkpoint`) and matched against ``model`` and ``expect``; None if absent."""
         path = self.path(which)
         if path is None:
             return None
@@ -311,7 +357,7 @@ class FileCheckpointer(Checkpointer):
             raise CheckpointError(f"{e}. {self._fix(path)}") from e
         module = unwrap(model)
         config = getattr(module, "cfg", None)
-        wanted = {"model_class": type(module).__name__, **(expect or {})}
+        wanted = {"model_class": model_class_name(module), **(expect or {})}
         if is_dataclass(config):
             wanted["model_config"] = asdict(config)
         problems = [_mismatch(k, ck.meta[k], v) for k, v in wanted.items()
@@ -320,13 +366,6 @@ class FileCheckpointer(Checkpointer):
             raise CheckpointError(f"{ck.path} belongs to another run:\n  " + "\n  ".join(problems) + "\nFix: run "
                                   "with the settings it was written with, or start over with loop.resume=false (the old "
                                   "checkpoints are set aside, not deleted).")
-        load_weights(model, ck.path / WEIGHTS, ck.meta.get("tied"), str(ck.path))
-        try:
-            ck.state = torch.load(ck.path / STATE, map_location="cpu", weights_only=True)
-            if optimizer is not None and ck.state.get("optimizer") is not None:
-                optimizer.load_state_dict(ck.state["optimizer"])
-        except Exception as e:
-            raise CheckpointError(f"cannot restore the training state of {ck.path}: {e}. {self._fix(ck.path)}") from e
         return ck
 
     def reset(self) -> None:

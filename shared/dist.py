@@ -100,11 +100,17 @@ def init_distributed(cfg: DistConfig | None = None, device: str = "auto") -> Dis
         device: the run's ``train.device`` (``auto``, ``cpu``, ``cuda``).
 
     Raises:
-        DistSetupError: NCCL without GPUs, or more processes per node than visible GPUs
-            (the message says which ``--nproc-per-node`` to use).
+        DistSetupError: NCCL without GPUs, more processes per node than visible GPUs (the message says which
+            ``--nproc-per-node`` to use), a rendezvous variable missing (``MASTER_ADDR``/``MASTER_PORT``), or only
+            some of ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set.
     """
     cfg = cfg or DistConfig()
     if not launched_by_torchrun():
+        partial = [k for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if k in os.environ]
+        if partial:
+            raise DistSetupError(f"{', '.join(partial)} set but not all of RANK, WORLD_SIZE and LOCAL_RANK: a launch "
+                                 "half-described. Launch with torchrun (it sets every one), or unset them to run as "
+                                 "one process")
         return DistInfo(0, 0, 1, None, resolve_device(device))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     world_size = int(os.environ["WORLD_SIZE"])
@@ -120,6 +126,11 @@ def init_distributed(cfg: DistConfig | None = None, device: str = "auto") -> Dis
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
+        missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+        if missing:
+            raise DistSetupError(f"RANK, WORLD_SIZE and LOCAL_RANK are set but the rendezvous variable(s) "
+                                 f"{', '.join(missing)} are not: launch with torchrun (e.g. `torchrun --standalone "
+                                 "--nproc-per-node=2 -m weekNN_x`), which sets them, or export MASTER_ADDR and MASTER_PORT")
         global _JOINED_AT
         _JOINED_AT = time.time()
         dist.init_process_group(

@@ -35,7 +35,8 @@ def test_shared_public_api_is_frozen():
     modules = sorted(m.name for m in pkgutil.iter_modules(shared.__path__) if m.name != "tests")
     assert sorted(shared.__all__) == modules
     assert modules == [
-        "amp", "analysis", "atomic", "checkpoint", "cli", "config", "data", "device", "dist", "evals", "flops", "models", "nn",
+        "amp", "analysis", "atomic", "checkpoint", "cli", "config", "data", "dcp", "device", "dist", "evals", "flops",
+        "models", "nn",
         "parallel", "paths", "profiling", "report", "repro", "results", "rundir", "scaling", "stats", "tasks", "testing",
         "tracking", "train",
     ]

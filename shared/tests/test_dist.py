@@ -115,3 +115,16 @@ def test_single_process_needs_no_process_group(monkeypatch):
     info = init_distributed(DistConfig(), device="cpu")
     assert (info.rank, info.world_size, info.backend, info.is_main) == (0, 1, None, True)
     assert not torch.distributed.is_initialized()
+
+
+def test_a_half_described_launch_is_a_clear_error(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("RANK", "0")  # LOCAL_RANK and WORLD_SIZE missing
+    with pytest.raises(DistSetupError, match="RANK set but not all of RANK, WORLD_SIZE and LOCAL_RANK"):
+        init_distributed(DistConfig(backend="gloo"), device="cpu")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")  # now a torchrun-like set, but no rendezvous address
+    with pytest.raises(DistSetupError, match="rendezvous variable.*MASTER_ADDR, MASTER_PORT"):
+        init_distributed(DistConfig(backend="gloo"), device="cpu")
+    assert not torch.distributed.is_initialized()

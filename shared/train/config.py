@@ -79,7 +79,7 @@ class LoopConfig:
     stop_at: int = at_least(0, 0)  # stop after N steps as if interrupted, keeping the max_steps schedule (0 = run to the end)
     seed: int = 1337  # initialisation and batch order
     device: str = "auto"  # "auto", "cpu", "cuda", ...
-    parallel: str = "auto"  # "auto" (ddp under torchrun, else none), "none" or "ddp"
+    parallel: str = "auto"  # "auto" (ddp under torchrun, fsdp2 under accelerate's FSDP2 config, else none), "none", "ddp" or "fsdp2"
     resume: bool = True  # continue from <run_dir>/checkpoints/last when it exists
     progress: bool = True  # tqdm bar (only at a terminal, never under CI)
 

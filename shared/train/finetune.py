@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from shared.checkpoint import FileCheckpointer
 from shared.device import resolve_device
 from shared.dist import init_distributed
 from shared.parallel import Parallel, build_parallel
@@ -94,7 +93,7 @@ def finetune(week: str, name: str, profile: str, run_cfg: Any, build_model: Call
         logger = FileLogger(run.dir, run.run_id, loop.seed, tensorboard=tensorboard)
         meta = {"run_id": run.run_id, "git_commit": run.env.get("git_commit"), "world_size": parallel.world_size,
                 **(checkpoint_meta or {})}
-        checkpointer = FileCheckpointer(run.dir / "checkpoints", loop.keep_last_k, meta, is_main=parallel.is_main)
+        checkpointer = parallel.checkpointer(run.dir / "checkpoints", loop.keep_last_k, meta)
         reset_peak_memory(device)
         t0 = time.perf_counter()
         result = fit(model, task, optimizer, schedule, loop, checkpointer=checkpointer, logger=logger,

@@ -263,9 +263,9 @@ class _Loop:
         from tqdm import tqdm
 
         cfg, p = self.cfg, self.p
+        wrapped = self.parallel.wrap(self.model, self.optimizer)  # before resume: FSDP2 replaces the parameters
         self.resume()
         resumed_from = p["step"]
-        wrapped = self.parallel.wrap(self.model)
         self.fwd = torch.compile(wrapped) if cfg.compile else wrapped
         self.eval_fwd = self.fwd if wrapped is self.model else (torch.compile(self.model) if cfg.compile else self.model)
         bar = tqdm(total=self.total_steps, initial=p["step"], desc="train", leave=False,
@@ -314,10 +314,14 @@ class _Loop:
                 raise
             if not interrupt["stop"]:  # between steps: the state is consistent
                 self.save()
+            if self.checkpointer is not None:
+                self.checkpointer.wait()
             console(f"interrupted: saved step {p['step']} to {self.path('last')}; run the same command again to resume")
             raise
         finally:
             bar.close()
+        if self.checkpointer is not None:
+            self.checkpointer.wait()  # an asynchronous save still in flight is committed before the run returns
         self.logger.flush()
         self.parallel.barrier()  # no rank reads the checkpoints before the main rank has written them
         finished = self.budget_reached()

@@ -46,7 +46,9 @@ def _leaves(t: torch.Tensor) -> Iterator[torch.Tensor]:
     if hasattr(t, "__tensor_flatten__"):  # a traceable wrapper subclass has no storage of its own
         names, _ = t.__tensor_flatten__()
         for n in names:
-            yield from _leaves(getattr(t, n))
+            inner = getattr(t, n)
+            if isinstance(inner, torch.Tensor):  # a DTensor also flattens to its device mesh: not memory
+                yield from _leaves(inner)
     elif t.device.type != "meta":
         yield t
 
@@ -112,3 +114,37 @@ def measure_step_memory(model: nn.Module, optimizer: torch.optim.Optimizer,
     return MemoryBreakdown(weights, gradients, opt_bytes, activations,
                            trainable_params=sum(p.numel() for p in params if p.requires_grad),
                            total_params=sum(p.numel() for p in params), peak_allocated=peak)
+
+
+def local_bytes(t: torch.Tensor | None) -> int:
+    """Bytes of this rank's part of ``t``: ``numel x element_size`` of a ``DTensor``'s local shard
+    (``DTensor.to_local()``, FSDP2's padding left out), of the tensor itself otherwise; 0 for None."""
+    if t is None:
+        return 0
+    local = t.to_local() if hasattr(t, "to_local") else t
+    return local.numel() * local.element_size()
+
+
+@dataclass
+class ShardBytes:
+    """Bytes one rank holds for training state, counted from its local shards (``params`` etc. are bytes)."""
+
+    params: int  # parameters (a sharded parameter: its local shard only)
+    grads: int  # .grad tensors (call between backward and zero_grad)
+    optimizer: int  # every tensor in optimizer.state (AdamW: exp_avg, exp_avg_sq; the step counters too)
+    n_params: int  # elements of the whole (global) model: Ψ of the formulas
+
+    @property
+    def total(self) -> int:
+        return self.params + self.grads + self.optimizer
+
+
+def shard_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> ShardBytes:
+    """What this rank holds for ``model`` and ``optimizer`` now, in bytes, from the local shards
+    (:func:`local_bytes`): the exact count the ZeRO/FSDP formulas predict (16Ψ for fp32 AdamW under DDP, ~16Ψ/N
+    under FSDP2). Tied parameters count once (``model.parameters()`` yields a shared parameter once)."""
+    params = list(model.parameters())
+    state = [v for s in (optimizer.state.values() if optimizer is not None else ()) for v in s.values()
+             if isinstance(v, torch.Tensor)]
+    return ShardBytes(params=sum(local_bytes(p) for p in params), grads=sum(local_bytes(p.grad) for p in params),
+                      optimizer=sum(local_bytes(t) for t in state), n_params=sum(p.numel() for p in params))

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from shared.checkpoint import FileCheckpointer
 from shared.config import ConfigError
 from shared.data.sampling import check_stream_length
 from shared.device import resolve_device
@@ -157,7 +156,7 @@ def pretrain(week: str, name: str, profile: str, run_cfg: Any, setup: LMSetup, t
         logger = FileLogger(run.dir, run.run_id, loop.seed, tensorboard=tensorboard)
         meta = {"run_id": run.run_id, "git_commit": run.env.get("git_commit"), "tokenizer_sha256": tokenizer_sha256,
                 "world_size": parallel.world_size, **(checkpoint_meta or {})}
-        checkpointer = FileCheckpointer(run.dir / "checkpoints", loop.keep_last_k, meta, is_main=parallel.is_main)
+        checkpointer = parallel.checkpointer(run.dir / "checkpoints", loop.keep_last_k, meta)
         reset_peak_memory(device)
         t0 = time.perf_counter()
         result = fit(model, task, optimizer, setup.schedule, loop, checkpointer=checkpointer, logger=logger,

@@ -107,6 +107,8 @@ def train_step(
             if scaler is not None and scaler.is_enabled():
                 scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)  # frozen ones have no grad
+            if hasattr(norm, "full_tensor"):  # FSDP2: a replicated DTensor (the norm over every rank's shards)
+                norm = norm.full_tensor()
             if stats is not None:
                 stats["grad_norm"] = norm.detach()  # a tensor: no device sync here
         if scaler is not None:
