@@ -18,7 +18,7 @@ export PYTHONUNBUFFERED := 1
 
 help:
 	@echo "make weekNN [PROFILE=smoke|cpu|gpu] [ARGS='train.lr=0.05']   run a week end to end, write its log"
-	@echo "make week02 [NPROC=4]                                          multi-process weeks run under torchrun"
+	@echo "make week02 | week10 [NPROC=4]                                 multi-process weeks run under torchrun"
 	@echo "make test | make test-weekNN                                   all tests but the slow ones | one week's tests"
 	@echo "make test-slow                                                 the slow tests (whole weeks, isolation, the real pretrained model)"
 	@echo "make lint                                                      ruff + import rules"
@@ -53,6 +53,10 @@ nproc = $${NPROC:-$$($(PY) -c 'import torch; print(torch.cuda.device_count() or 
 week02: $(STAMP)
 	$(call need_week,02)
 	$(VENV)/bin/torchrun --standalone --nproc-per-node=$(nproc) -m $(call week_pkg,02) --profile $(PROFILE) $(ARGS)
+
+week10: $(STAMP)
+	$(call need_week,10)
+	$(VENV)/bin/torchrun --standalone --nproc-per-node=$(nproc) -m $(call week_pkg,10) --profile $(PROFILE) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -m "not network and not slow" $(PYTEST_ARGS)

@@ -1,0 +1,1 @@
+"""Week 10: FSDP2 and distributed checkpoints."""
