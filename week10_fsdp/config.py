@@ -52,7 +52,7 @@ class SFTSetup:
 
     base: SFTBase = field(default_factory=SFTBase)
     sources: list[str] = field(default_factory=lambda: ["alpaca"])
-    limit: int = at_least(0, 2000)  # records read (0 = all)
+    limit: int = at_least(0, 6000)  # records read (0 = all)
     val_examples: int = at_least(1, 32)
     split_seed: int = 0
     task: SFTTaskConfig = field(default_factory=lambda: SFTTaskConfig(max_length=128, train_eval_examples=0))

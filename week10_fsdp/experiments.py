@@ -152,7 +152,8 @@ def export_lm(cfg: Week10Config, lm: Any, res: WeekResults) -> None:
         one = task.evaluate(model)
     res.reshard.append({"loaded on": "1 process (plain GPT, no process group)", "world_size": 1,
                         "saved_world_size": meta.get("world_size"), "step": meta["step"],
-                        "val_loss": one["val_loss"], "saved_val_loss": run.evals[-1]["val_loss"]})
+                        "val_loss": one["val_loss"], "saved_val_loss": run.evals[-1]["val_loss"],
+                        "train_loss": one["train_loss"]})
     out = save_hf(model, models_root() / "week10" / "lm-fsdp2", lm.tokenizer.tokenizer,
                   {"run_id": run.run_id, "checkpoint": str(ckpt), "trained_with": "fsdp2"})
     back = load_hf(out)

@@ -5,7 +5,7 @@ each rank holds for one real AdamW step of the week's GPT: parameters, gradients
 the local shards (:func:`shared.train.memory.shard_bytes`), the activations autograd saves (saved-tensor hooks,
 :func:`shared.train.memory.measure_step_memory`) with and without per-block activation checkpointing, and, on a
 GPU, ``torch.cuda.max_memory_allocated``. ``--bench`` also times training steps (tokens/s) for DDP, FSDP2 and FSDP2
-+ activation checkpointing. Rank 0 writes every rank's numbers to ``--out`` (JSON). The week launches it at 1, 2
++ activation checkpointing, and measures the gradient error of bf16 parameters with fp32 vs bf16 reduction. Rank 0 writes every rank's numbers to ``--out`` (JSON). The week launches it at 1, 2
 and 4 ranks (``make week10`` runs at one world size; the probe is how the same code measures the others).
 """
 
@@ -102,6 +102,25 @@ def bench(cfg: config.Week10Config, info, name: str, vocab: int) -> dict:
             "ms_per_step": 1e3 * dt / cfg.bench.steps}
 
 
+def reduction_error(cfg: config.Week10Config, info, vocab: int) -> dict:
+    """One backward of the same batch under FSDP2 in fp32 (the reference), with bf16 parameters and fp32 gradient
+    reduction, and with bf16 parameters and bf16 reduction: each variant's gradient error relative to the reference,
+    ``||g - g_ref|| / ||g_ref||`` over every parameter (the reduce dtype's share of the error is the difference)."""
+    device = info.device
+    x = _batch(cfg, vocab, cfg.memory.micro_batch, info.rank, device)
+    grads = {}
+    for name, param, reduce in (("fp32", "fp32", "fp32"), ("bf16 params, fp32 reduce", "bf16", "fp32"),
+                                ("bf16 params, bf16 reduce", "bf16", "bf16")):
+        model, _ = _model(cfg, vocab, device)
+        wrapped = build_parallel("fsdp2", info, replace(cfg.fsdp, param_dtype=param, reduce_dtype=reduce)).wrap(model)
+        causal_lm_loss(wrapped(x[:, :-1]), x[:, 1:]).backward()
+        grads[name] = torch.cat([p.grad.full_tensor().float().flatten() for p in model.parameters()])
+    ref = grads.pop("fp32")
+    return {"world_size": info.world_size, **{k: float((g - ref).norm() / ref.norm()) for k, g in grads.items()},
+            "elements_changed_by_bf16_reduce": int((grads["bf16 params, bf16 reduce"]
+                                                    != grads["bf16 params, fp32 reduce"]).sum())}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="week10_fsdp.probe", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
@@ -120,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg.fsdp = replace(accel, param_dtype=cfg.fsdp.param_dtype, reduce_dtype=cfg.fsdp.reduce_dtype)
         rows = [measure(cfg, info, n, args.vocab) for n in names]
         speed = [bench(cfg, info, n, args.vocab) for n in ("ddp", "fsdp2", "fsdp2_ac")] if args.bench else []
+        reduction = reduction_error(cfg, info, args.vocab) if args.bench and info.world_size > 1 else None
         every = all_gather_objects(rows)
         if info.is_main:
             args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             fsdp = asdict(cfg.fsdp) if accel is not None else asdict(FSDPConfig())
             args.out.write_text(json.dumps({"world_size": info.world_size, "launcher": launcher, "fsdp": fsdp,
                                             "device": str(info.device), "rows": [r for rank in every for r in rank],
-                                            "bench": speed}, indent=2) + "\n")
+                                            "bench": speed, "reduction": reduction}, indent=2) + "\n")
     finally:
         shutdown()
     return 0

@@ -18,6 +18,12 @@ from week10_fsdp.experiments import WeekResults, parity_rows
 GIB = 2**30
 
 
+def _frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """A table whose missing cells read "—" (a quantity the row does not have), not NaN."""
+    df = pd.DataFrame(rows)
+    return df.astype(object).where(df.notna(), "—")
+
+
 def _plt():
     import matplotlib
 
@@ -77,7 +83,7 @@ def memory_section(log: WeeklyLog, res: WeekResults, compared: Sequence[Mapping[
              "parameters excluded) without and with per-block activation checkpointing, beside "
              "`formulas.gpt_activation_bytes`. Under FSDP2 without resharding, the all-gathered parameters stay "
              "saved for backward as well: the difference to FSDP2 is the `gathered` row of the comparison below.")
-    log.table(pd.DataFrame(act), "activations")
+    log.table(_frame(act), "activations")
     log.table(pd.DataFrame([{k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.items() if k != "row"}
                             for c in compared]), "memory_vs_formulas",
               "Every measured quantity beside its formula (`week10_fsdp.memory_doc.compare_measurements`).")
@@ -127,8 +133,8 @@ def parity_section(log: WeeklyLog, res: WeekResults, cfg: Week10Config) -> None:
                 "bit; the check allows 1e-5 per step. The accumulation pair takes the same global batch in "
                 f"{cfg.parity.grad_accum_steps} micro-batches per step, skipping the gradient sync on all but the "
                 "last (DDP `no_sync`, FSDP2 `set_requires_gradient_sync(False)`).")
-    log.table(pd.DataFrame([{k: (f"{v:.2e}" if k == "max_abs_diff" else round(v, 6) if isinstance(v, float) else v)
-                             for k, v in r.items()} for r in rows]), "parity")
+    log.table(_frame([{k: (f"{v:.2e}" if k == "max_abs_diff" else round(v, 6) if isinstance(v, float) else v)
+                       for k, v in r.items()} for r in rows]), "parity")
     plt = _plt()
     tasks = [t for t in cfg.parity.tasks if f"{t}-ddp" in res.runs]
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 3.6), squeeze=False)
@@ -151,10 +157,10 @@ def dcp_section(log: WeeklyLog, res: WeekResults) -> None:
                 "and by a child `torchrun` job of 4 ranks into an FSDP2 model, each scored on the run's own eval "
                 "batches.")
     if res.reshard:
-        log.table(pd.DataFrame(res.reshard), "reshard")
+        log.table(_frame(res.reshard), "reshard")
     if res.export:
         rows = [{"model": k, **v} for k, v in res.export.items()]
-        log.table(pd.DataFrame(rows), "export", "Sharded → full state dict → Hugging Face folder (safetensors) → "
+        log.table(_frame(rows), "export", "Sharded → full state dict → Hugging Face folder (safetensors) → "
                   "loaded back. Weeks 8, 9 and 11 load these folders like any other export.")
     if "export" in res.skipped:
         log.text(f"Skipped: {res.skipped['export']}.")
@@ -212,6 +218,14 @@ def pitfalls_section(log: WeeklyLog, res: WeekResults) -> None:
                 "replaces every parameter, so an optimizer built before it updates tensors no longer in the model; "
                 "`FSDP2Parallel.wrap(model, optimizer)` points the optimizer at the sharded parameters, and the loop "
                 "wraps before it resumes.")
+    red = next((p["reduction"] for p in res.probes.values() if p.get("reduction")), None)
+    if red:
+        log.text(f"**bf16 parameters: the reduce dtype.** One backward of the same batches on {red['world_size']} "
+                 "ranks under FSDP2, each gradient compared with the fp32 run's (‖g − g_fp32‖ / ‖g_fp32‖). Reducing "
+                 "in bf16 rounds every partial sum to 8 bits of mantissa on top of the bf16 compute; "
+                 f"{red['elements_changed_by_bf16_reduce']:,} gradient elements differ between the two reductions.")
+        log.table(pd.DataFrame([{"setting": k, "relative gradient error": f"{v:.3e}"} for k, v in red.items()
+                                if k.startswith("bf16 params")]), "reduce_dtype")
     if res.pitfalls:
         log.table(pd.DataFrame(res.pitfalls), "pitfall_tests")
     else:
