@@ -21,6 +21,7 @@ from torch import nn
 from shared.config import at_least, in_range, positive
 from shared.flops import gpt_flops_per_token
 from shared.nn.attention import BACKENDS, check_backend
+from shared.nn.kv_cache import KVCache
 from shared.nn.layers import MLPS, NORMS, build_mlp, build_norm
 from shared.nn.mha import CausalSelfAttention, check_heads
 from shared.nn.positions import POSITIONS, LearnedPositions, RotaryEmbedding
@@ -85,12 +86,12 @@ class Block(nn.Module):
         self.norm2 = build_norm(cfg.norm, cfg.n_embd, cfg.bias, cfg.norm_eps)
         self.mlp = build_mlp(cfg.mlp, cfg.n_embd, cfg.bias, cfg.dropout, cfg.d_ff or None)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, positions: torch.Tensor | None = None,
+                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         if self.pre:
-            x = x + self.attn(self.norm1(x), key_mask, positions)
+            x = x + self.attn(self.norm1(x), key_mask, positions, cache, layer)
             return x + self.mlp(self.norm2(x))
-        x = self.norm1(x + self.attn(x, key_mask, positions))
+        x = self.norm1(x + self.attn(x, key_mask, positions, cache, layer))
         return self.norm2(x + self.mlp(x))
 
 
@@ -165,35 +166,58 @@ class GPT(nn.Module):
             block.attn.backend = backend
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+                position_ids: torch.Tensor | None = None, kv_cache: KVCache | None = None) -> torch.Tensor:
         """Logits for every position (the causal-LM interface, :class:`shared.models.causal_lm.CausalLM`).
 
         Args:
             input_ids: (B, T) token ids, T <= block_size.
             attention_mask: optional (B, T), 1 (or True) on real tokens and 0 on padding, as in Hugging Face:
-                no query attends to a padded key.
-            position_ids: optional (B, T) or (T,) position of each token (default ``0 .. T-1``); a left-padded
-                batch or a KV cache (week 11) passes its own. Every position must be < block_size.
+                no query attends to a padded key. With ``kv_cache`` it covers the cached positions too:
+                (B, kv_cache.length + T).
+            position_ids: optional (B, T) or (T,) position of each token (default ``0 .. T-1``, after a cache
+                ``length .. length + T - 1``); a left-padded batch passes its own. Every position must be
+                < block_size.
+            kv_cache: the keys and values of the positions before these (:meth:`new_kv_cache`); this call's are
+                appended, so a decode step passes only the newest token (:mod:`shared.nn.kv_cache`).
 
         Returns:
             ``logits`` (B, T, vocab_size).
 
         Raises:
-            ValueError: T > block_size, or a position >= block_size.
+            ValueError: T > block_size, a position >= block_size, or a full cache.
         """
         t = input_ids.shape[1]
         if t > self.cfg.block_size:
             raise ValueError(f"sequence of {t} tokens is longer than model.block_size={self.cfg.block_size}")
+        if kv_cache is not None and position_ids is None:
+            position_ids = torch.arange(kv_cache.length, kv_cache.length + t, device=input_ids.device)  # (T,)
         if position_ids is not None and int(position_ids.max()) >= self.cfg.block_size:
             raise ValueError(f"position {int(position_ids.max())} is >= model.block_size={self.cfg.block_size}")
-        key_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+        key_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T_k)
         x = self.wte(input_ids)  # (B, T, C)
         if self.wpe is not None:
             x = x + (self.wpe(t) if position_ids is None else self.wpe.at(position_ids))  # (T, C) or (B, T, C)
         x = self.drop(x)
-        for block in self.blocks:
-            x = block(x, key_mask, position_ids)
+        for i, block in enumerate(self.blocks):
+            x = block(x, key_mask, position_ids, kv_cache, i)
+        if kv_cache is not None:
+            kv_cache.advance(t)
         return self.lm_head(self.norm_f(x))  # (B, T, V)
+
+    def new_kv_cache(self, batch: int, max_len: int | None = None) -> KVCache:
+        """An empty :class:`shared.nn.kv_cache.KVCache` for ``batch`` sequences of at most ``max_len`` positions
+        (default and upper bound: block_size), in the model's dtype and on its device.
+
+        Raises:
+            ValueError: ``max_len`` > block_size.
+        """
+        max_len = max_len or self.cfg.block_size
+        if max_len > self.cfg.block_size:
+            raise ValueError(f"a KV cache of {max_len} positions is longer than model.block_size="
+                             f"{self.cfg.block_size}: positions past it have no embedding")
+        w = self.wte.weight
+        return KVCache(self.cfg.n_layer, batch, self.cfg.n_head, max_len, self.cfg.n_embd // self.cfg.n_head,
+                       w.dtype, w.device)
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,

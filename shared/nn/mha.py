@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from shared.nn.attention import check_backend, sdpa
+from shared.nn.kv_cache import KVCache
 from shared.nn.positions import RotaryEmbedding
 
 
@@ -54,18 +55,23 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
+                positions: torch.Tensor | None = None, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         """(B, T, C) -> (B, T, C); position t sees positions <= t only.
 
         Args:
-            key_mask: optional boolean (B, 1, 1, T), True on real tokens (see
-                :func:`shared.nn.attention.padding_mask`): padded keys are never attended to.
+            key_mask: optional boolean (B, 1, 1, T_k), True on real tokens (see
+                :func:`shared.nn.attention.padding_mask`): padded keys are never attended to. With a cache T_k
+                counts the cached keys too.
             positions: optional (T,) or (B, T) positions for RoPE (default ``0 .. T-1``).
+            cache: keys and values of the earlier positions; this call's are appended to it (``layer``'s slot) and
+                the T new queries attend to all of them (the causal mask aligned to the end).
         """
         q, k, v = self.c_attn(x).split(x.shape[-1], dim=-1)  # 3 x (B, T, C)
         q, k, v = (split_heads(t, self.n_head) for t in (q, k, v))  # 3 x (B, H, T, D)
         if self.rope is not None:
             q, k = self.rope(q, positions=positions), self.rope(k, positions=positions)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, H, length + T, D)
         y = sdpa(q, k, v, mask=key_mask, is_causal=True, backend=self.backend)  # (B, H, T, D)
         return self.resid_dropout(self.c_proj(merge_heads(y)))
 
