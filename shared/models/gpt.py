@@ -224,9 +224,10 @@ class GPT(nn.Module):
                  generator: torch.Generator | None = None) -> torch.Tensor:
         """Append ``max_new_tokens`` sampled tokens to ``idx`` (B, T0) -> (B, T0 + max_new_tokens).
 
-        Each step feeds the last ``block_size`` tokens (no KV cache: that is week 11), divides the last
-        position's logits by ``temperature`` (0 = greedy argmax), keeps the ``top_k`` most likely tokens
-        (None = all) and samples from the softmax.
+        Each step feeds the last ``block_size`` tokens (no KV cache, so the window can slide past block_size;
+        :mod:`shared.models.decode` decodes with one), divides the last position's logits by ``temperature``
+        (0 = greedy argmax), keeps the ``top_k`` most likely tokens (None = all) and samples from the softmax
+        (:func:`shared.models.decode.sample_next`).
 
         Raises:
             ValueError: negative temperature or top_k < 1.
@@ -235,17 +236,12 @@ class GPT(nn.Module):
             raise ValueError(f"generate needs temperature >= 0 and top_k >= 1 (or None); got {temperature}, {top_k}")
         was_training = self.training
         self.eval()
+        from shared.models.decode import SamplingConfig, sample_next
+
+        choose = SamplingConfig(temperature=temperature, top_k=top_k or 0)
         for _ in range(max_new_tokens):
-            logits = self(idx[:, -self.cfg.block_size:])[:, -1, :].float()  # (B, V)
-            if temperature == 0:
-                nxt = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]  # (B, 1)
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                probs = torch.softmax(logits, dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+            logits = self(idx[:, -self.cfg.block_size:])[:, -1, :]  # (B, V)
+            nxt = sample_next(logits, choose, generator=generator)[:, None]  # (B, 1)
             idx = torch.cat((idx, nxt), dim=1)
         self.train(was_training)
         return idx
