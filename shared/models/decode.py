@@ -41,8 +41,8 @@ class SamplingConfig:
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
     """``logits`` (B, V) with each token of ``seen`` (B, T) penalised: positive logits / penalty, negative ones
-    × penalty (both lower the token's probability for penalty > 1). Padding ids in ``seen`` should be masked by
-    the caller (a pad id that is also a real token would be penalised)."""
+    × penalty (both lower the token's probability for penalty > 1). ``seen`` must hold real tokens only (a pad id
+    that is also a real token would be penalised): :func:`stream` puts a row's last token in its padding."""
     if penalty == 1.0:
         return logits
     picked = logits.gather(1, seen)
@@ -120,7 +120,8 @@ def stream(model: torch.nn.Module, input_ids: torch.Tensor, cfg: SamplingConfig,
                 logits = model(feed, mask, feed_pos, cache)[:, -1]
             if logits_out is not None:
                 logits_out.append(logits.float())
-            seen = ids.masked_fill(mask == 0, 0) if cfg.repetition_penalty != 1.0 else None
+            # padding stands in as the row's last token (real, and already seen): a pad id must not be penalised
+            seen = torch.where(mask == 0, ids[:, -1:], ids) if cfg.repetition_penalty != 1.0 else None
             nxt = sample_next(logits, cfg, seen, generator)
             if len(cfg.stop_ids):
                 nxt = torch.where(done, ids[:, -1], nxt)  # a finished row repeats its stop id

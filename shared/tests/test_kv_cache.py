@@ -44,19 +44,33 @@ def test_cache_equality_holds_for_rope_and_the_torch_backend(pos, backend):
     assert gap <= 1e-5
 
 
-@pytest.mark.parametrize("pos", ["learned", "rope"])
-def test_a_left_padded_batch_decodes_each_row_as_if_alone(pos):
+@pytest.mark.parametrize(("pos", "penalty"), [("learned", 1.0), ("rope", 1.0), ("learned", 1.3)])
+def test_a_left_padded_batch_decodes_each_row_as_if_alone(pos, penalty):
     model = _gpt(pos, block_size=128)
     g = torch.Generator().manual_seed(3)
     prompts = [torch.randint(1, 97, (n,), generator=g).tolist() for n in (3, 9, 6)]
-    ids, mask = left_pad(prompts, pad_id=0)
-    cfg = SamplingConfig(max_new_tokens=24)
+    ids, mask = left_pad(prompts, pad_id=0)  # 0 is a real token: the penalty must not see the padding
+    cfg = SamplingConfig(max_new_tokens=24, repetition_penalty=penalty)
     a, b, gap = _both(model, ids, cfg, mask)
     assert torch.equal(a, b)
     assert gap <= 1e-5
     for row, p in enumerate(prompts):
         alone = generate(model, torch.tensor([p]), cfg)[0, len(p):]
         assert torch.equal(a[row], alone), f"row {row} decodes differently in the batch"
+
+
+def test_the_repetition_penalty_ignores_left_padding():
+    model = _gpt(block_size=64)
+    short, long_ = [5, 17, 42], [8, 9, 10, 11, 12, 13]
+    with torch.no_grad():
+        x = int(model(torch.tensor([short]))[0, -1].argmax())
+        model.wte.weight[0] = model.wte.weight[x]  # tied head: token 0 now ties x, and argmax picks 0 alone
+    cfg = SamplingConfig(max_new_tokens=4, repetition_penalty=2.0)
+    alone = generate(model, torch.tensor([short]), cfg)[0, 3:]
+    assert alone[0] == 0  # the pad id is the token this row wants next
+    ids, mask = left_pad([short, long_], pad_id=0)
+    batched = generate(model, ids, cfg, mask)[0, ids.shape[1]:]
+    assert torch.equal(batched, alone), "the padding was penalised as if the row had seen token 0"
 
 
 def test_the_cache_holds_two_tensors_per_layer_of_the_formula_size():
