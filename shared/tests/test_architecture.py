@@ -37,7 +37,7 @@ def test_shared_public_api_is_frozen():
     assert modules == [
         "amp", "analysis", "atomic", "checkpoint", "cli", "config", "data", "dcp", "device", "dist", "evals", "flops",
         "models", "nn",
-        "parallel", "paths", "profiling", "report", "repro", "results", "rundir", "scaling", "stats", "tasks", "testing",
+        "parallel", "paths", "profiling", "report", "repro", "results", "rundir", "scaling", "serve", "stats", "tasks", "testing",
         "tracking", "train",
     ]
 
