@@ -102,6 +102,20 @@ class StepTimer:
         return out
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(n)`` (0: leave the count as it is), restoring the count it had
+    before afterwards, whatever the block set. Timings state their thread count: on a shared 2-core machine one
+    thread can beat two (OpenMP barriers wait for a busy core)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _proc_status_bytes(key: str) -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():

@@ -45,6 +45,7 @@ import torch
 
 from shared.models.decode import SamplingConfig, stream
 from shared.models.gpt import GPT, GPTConfig
+from shared.tracking import console
 
 FIELDS = ("model", "device", "dtype", "threads", "attn_backend", "batch", "prompt_len", "new_tokens", "new_tokens_run",
           "use_cache", "status", "reason", "est_s", "total_s", "ttft_s", "per_token_ms", "tokens_per_sec",
@@ -210,6 +211,8 @@ def _run_grid(cfg: CacheBenchConfig, base: dict[str, Any], cells: list[tuple[int
         if (b, uc) not in warmed:
             warm(b, uc)
             warmed.add((b, uc))
+        console(f"cache bench: {base['model']} B={b} {n_run} new tokens {'with' if uc else 'without'} the cache "
+                f"(estimated {est:.0f} s)")
         extra, toks = run(b, n_run, uc)
         row.update(extra)
         tokens[(b, n, uc)] = toks

@@ -84,10 +84,11 @@ def default_decided(choice: str, reason: str, rows: Sequence[Row]) -> Check:
     a measurement."""
     name = "a default attention path decided from the numbers"
     crit = "the chosen backend ran and agreed at every measured length; the reason quotes a measured time"
+    if not any(r["status"] == "ok" for r in rows):
+        return Check.skip(name, "no backend could be chosen (none ran)", crit)
     mine = [r for r in rows if r["backend"] == choice and r["status"] == "ok"]
-    if not choice or not mine:
-        return Check.skip(name, "no backend could be chosen (none ran)", crit) if not rows else \
-            Check.judge(name, False, f"'{choice}' did not run", crit)
+    if not mine:
+        return Check.judge(name, False, f"'{choice}' did not run", crit)
     ok = all(r["agree"] for r in mine) and bool(re.search(r"\d", reason))
     return Check.judge(name, ok, reason if reason.startswith(choice) else f"{choice}: {reason}", crit)
 
@@ -173,14 +174,14 @@ def int8_tradeoff(rows: Sequence[Row], ppl_ratio_max: float) -> Check:
 
 
 def onnx_agrees(rows: Sequence[Row], atol: float) -> Check:
-    """The ONNX export of the project's GPT run by onnxruntime gives the eager logits within ``atol`` (fp32) on
-    every input shape compared."""
-    name = "ONNX export (onnxruntime) agrees with PyTorch on logits"
-    crit = f"max |Δ logits| ≤ {atol:g} for every compared (B, T)"
+    """The ONNX export of the project's GPT run by onnxruntime (and the ``torch.export`` program) give the eager
+    logits within ``atol`` (fp32) on every input shape compared."""
+    name = "ONNX export (onnxruntime) and torch.export agree with PyTorch eager on logits"
+    crit = f"max |Δ logits| ≤ {atol:g} for every compared (backend, B, T)"
     if not rows:
         return Check.skip(name, "the export stage did not run", crit)
     worst = max(r["max_abs_diff"] for r in rows)
-    shapes = ", ".join(f"({r['batch']}, {r['seq_len']})" for r in rows)
+    shapes = ", ".join(f"{r.get('backend', '')} ({r['batch']}, {r['seq_len']})" for r in rows)
     return Check.judge(name, worst <= atol, f"max |Δ| {worst:.1e} over shapes {shapes}", crit)
 
 

@@ -13,6 +13,7 @@ import torch
 
 from shared.models.gpt import GPT, GPTConfig
 from shared.paths import models_root
+from shared.profiling import torch_threads
 from shared.tracking import console
 from week11_inference.config import Week11Config
 from week11_inference.runs import Measured, measure
@@ -140,7 +141,8 @@ def cache_bench_stage(cfg: Week11Config, res: WeekResults) -> None:
 
     def run_gpt() -> list[dict[str, Any]]:
         model = build_gpt(cfg.cache_bench)
-        rows = bench_gpt(model, cfg.cache_bench)
+        with torch_threads(0):  # the bench sets cache_bench.threads; the next stage gets the count back
+            rows = bench_gpt(model, cfg.cache_bench)
         return ([{"table": "cells", **r} for r in rows] + [{"table": "speedup", **r} for r in speedup(rows)]
                 + [{"table": "memory", **r} for r in cache_memory_rows(model, cfg.cache_bench.batches,
                                                                         cfg.cache_bench.new_tokens)])
@@ -153,13 +155,19 @@ def cache_bench_stage(cfg: Week11Config, res: WeekResults) -> None:
         return
 
     def run_hf() -> list[dict[str, Any]]:
-        rows = bench_hf(hf_dir, cfg.hf_cache_bench, name=cfg.models.hf)
+        with torch_threads(0):
+            rows = bench_hf(hf_dir, cfg.hf_cache_bench, name=cfg.models.hf)
         return ([{"table": "cells", **r} for r in rows] + [{"table": "speedup", **r} for r in speedup(rows)]
                 + [{"table": "memory", **r} for r in cache_memory_rows(None, hf_rows=rows)])
 
     res.measured["hf-cache-bench"] = _timed(res, "cache benchmark (SmolLM2)", lambda: measure(
         "hf-cache-bench", res.profile, cfg.hf_cache_bench, run_hf, _speedup_summary, cfg.runs.fresh,
         {"hf": cfg.models.hf}))
+
+
+def _restoring_threads(fn: Any, *args: Any) -> Any:
+    with torch_threads(0):
+        return fn(*args)
 
 
 def _speedup_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -172,7 +180,7 @@ def attention_stage(cfg: Week11Config, res: WeekResults) -> None:
     from week11_inference.bench_attention import bench_attention, choose_default, flash_attn_available
 
     res.measured["attention"] = _timed(res, "attention backends", lambda: measure(
-        "attention", res.profile, cfg.attention, lambda: bench_attention(cfg.attention),
+        "attention", res.profile, cfg.attention, lambda: _restoring_threads(bench_attention, cfg.attention),
         lambda r: {"cells_ran": sum(x["status"] == "ok" for x in r)}, cfg.runs.fresh))
     rows = res.rows("attention")
     res.attention_default = choose_default(rows) if any(r["status"] == "ok" for r in rows) else ("", "")

@@ -32,8 +32,7 @@ import io
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +41,7 @@ import torch
 from torch import nn
 
 from shared.config import at_least
+from shared.profiling import torch_threads
 
 MB = 1e6  # sizes are reported in decimal megabytes
 
@@ -139,17 +139,6 @@ def linear_bytes(model: nn.Module, skip: Sequence[str] = ()) -> dict[str, int]:
         out["layers"] += 1
         out["bias"] += 0 if b is None else b.numel() * b.element_size()
     return out
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(n)``, restoring the previous count after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def median_seconds(fn: Callable[[], Any], warmup: int, repeats: int) -> float:

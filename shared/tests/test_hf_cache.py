@@ -28,6 +28,7 @@ import torch
 from shared.models.fetch import inspect_model
 from shared.models.registry import get_spec
 from shared.paths import REPO_ROOT
+from shared.profiling import torch_threads
 
 TOL = 1e-5  # fp32: absolute for the tiny model, relative to the largest logit for SmolLM2 (module docstring)
 TINY_NEW_TOKENS = 128
@@ -38,10 +39,8 @@ REAL_MODELS_ROOT = REPO_ROOT / "models"
 @pytest.fixture
 def one_thread():
     """Tiny models run faster on one thread (no OpenMP hand-offs), and much faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 def _greedy_both_ways(model, ids, mask, n):

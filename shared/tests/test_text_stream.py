@@ -8,6 +8,7 @@ from shared.data.bpe import train_bpe
 from shared.models.decode import SamplingConfig, generate
 from shared.models.gpt import GPT, GPTConfig
 from shared.models.text_stream import REPLACEMENT, TextStream, stream_text
+from shared.profiling import torch_threads
 
 MULTIBYTE = "Café 😀 naïve — 日本語 ok, ß!"
 
@@ -16,10 +17,8 @@ MULTIBYTE = "Café 😀 naïve — 日本語 ok, ß!"
 def _one_thread():
     """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine (``make test -n 2``) their
     per-op barriers were seen to cost ~0.5 s a decoding step: one thread, restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 def byte_decode(ids):

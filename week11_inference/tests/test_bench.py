@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from shared.models.gpt import GPT, GPTConfig
+from shared.profiling import torch_threads
 from shared.testing import DEBUG_GPT
 from week11_inference import bench_attention as ba
 from week11_inference import bench_cache as bc
@@ -23,10 +24,8 @@ TINY = {"name": "tiny", "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 6
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tiny models run faster on one thread, and much faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 def _tiny_llama():

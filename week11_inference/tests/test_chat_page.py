@@ -10,6 +10,7 @@ import torch
 from shared.data.text import CharTokenizer
 from shared.models.decode import SamplingConfig, generate
 from shared.models.gpt import GPT, GPTConfig
+from shared.profiling import torch_threads
 
 fastapi_testclient = pytest.importorskip("fastapi.testclient")  # the `infer` extra
 httpx = pytest.importorskip("httpx")
@@ -33,10 +34,8 @@ ALPHABET = "abcdefghijklmnopqrstuvwxyz .,!?:\n'ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # ev
 def _one_thread():
     """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine (``make test -n 2``) their
     per-op barriers were seen to cost ~0.5 s a decoding step: one thread, restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 def char_backend(block_size: int = 256) -> LocalBackend:
