@@ -149,14 +149,14 @@ def calibrate(full: Callable[[torch.Tensor], Any], prefill_and_step: Callable[[t
 def plan(cells: Iterable[tuple[int, int, int, bool]], costs: Costs, cfg: CacheBenchConfig) -> dict[tuple, tuple]:
     """``{(batch, n_requested, use_cache): (est_s, skip_reason or "")}`` for cells ``(batch, n_req, n_run,
     use_cache)``: skip above ``max_cell_s``, then the most expensive while the total (× repeats) passes ``budget_s``;
-    ``force_cells`` always run."""
+    ``force_cells`` always run, on top of the budget."""
     est = {(b, n, uc): costs.estimate(b, cfg.prompt_len, n_run, uc) * cfg.repeats for b, n, n_run, uc in cells}
     forced = {tuple(c) for c in cfg.force_cells}  # a YAML config gives lists
     out = {}
     for key, s in est.items():
         over = s > cfg.max_cell_s and key not in forced
         out[key] = (s, f"estimated {s:.0f} s > max_cell_s={cfg.max_cell_s:.0f} s" if over else "")
-    total = sum(s for s, why in out.values() if not why)
+    total = sum(s for key, (s, why) in out.items() if not why and key not in forced)  # forced cells come on top
     for key in sorted(out, key=lambda k: -out[k][0]):
         if total <= cfg.budget_s:
             break

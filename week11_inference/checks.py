@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from shared.report import Check
@@ -197,12 +196,11 @@ def chat_page_streams(result: Mapping[str, Any] | None, skip_reason: str) -> Che
                                  f"{len(result['page_errors'])} page errors, {result['seconds']:.1f} s", crit)
 
 
-def within_time(total_s: float, budget_s: float) -> Check:
-    """The whole week within its profile's budget."""
-    return Check.judge("the week finishes within its time budget", total_s <= budget_s, f"{total_s:,.0f} s",
+def within_time(total_s: float, budget_s: float, reused_s: float = 0.0) -> Check:
+    """The whole week within its profile's budget, as a fresh run would take it: this run's wall time plus the
+    recorded wall time of every measurement it reused (a rerun that reuses everything cannot pass by being quick)."""
+    cost = total_s + reused_s
+    measured = f"{cost:,.0f} s" + (f" (this run {total_s:,.0f} s + {reused_s:,.0f} s recorded by the reused runs)"
+                                   if reused_s else "")
+    return Check.judge("the week finishes within its time budget (as a fresh run)", cost <= budget_s, measured,
                        f"≤ {budget_s:,.0f} s")
-
-
-def linked_tables(folder: Path, names: Sequence[str]) -> list[str]:
-    """Which of ``names`` exist as files in ``folder`` (the memo may only cite those)."""
-    return [n for n in names if (folder / n).is_file()]

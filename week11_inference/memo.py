@@ -72,10 +72,16 @@ def _attention(choice: str, reason: str, rows: Sequence[Row], flash: str, tables
     lines = [SECTIONS[1]]
     if not choice:
         return lines + [f"{NOT_MEASURED}: no attention backend ran."], "not measured"
-    skipped = sorted({f"{r['backend']} ({r['reason'].split(':')[0]})" for r in rows if r["status"] != "ok"})
-    lines.append(f"Default: **{choice}** — {reason.removeprefix(choice + ': ')}")
-    if skipped:
-        lines.append("Not measured here: " + "; ".join(skipped[:6]) + ".")
+    lines.append(f"Default: **{choice}** — {reason.removeprefix(choice + ': ')}.")
+    ran = {r["backend"] for r in rows if r["status"] == "ok"}
+    never = {r["backend"]: r["reason"] for r in rows if r["backend"] not in ran}
+    longest = {b: max(r["seq_len"] for r in rows if r["backend"] == b and r["status"] == "ok") for b in sorted(ran)}
+    top = max(r["seq_len"] for r in rows)
+    partial = [f"{b} up to T={t}" for b, t in longest.items() if t < top]
+    if partial:
+        lines.append(f"Cut short (memory or time cap of the profile, reasons in the CSV): {', '.join(partial)}.")
+    if never:
+        lines.append("Not runnable here: " + "; ".join(f"{b} ({why})" for b, why in sorted(never.items())) + ".")
     lines.append(f"The `flash-attn` package: {flash}")
     lines.append(_cite(tables, "attention", _runs(rows)))
     return lines, choice
@@ -175,8 +181,8 @@ def _quant(gpt: Sequence[Row], hf: Sequence[Row], ratio_max: float, tables: Mapp
             f"{hq['format_compliance']:.2f}, decode {hf32['decode_tok_s']:.1f} → {hq['decode_tok_s']:.1f} tokens/s, "
             f"{_bytes(hf32['bytes'])} → {_bytes(hq['bytes'])}.")
         if hq["rougeL"] < 0.9 * hf32["rougeL"]:
-            verdict += "; not for the SmolLM2 models: per-tensor int8 activations lose their outlier channels " \
-                       "(keep fp32, or quantise weights only)"
+            verdict += (f"; not for {hf32['model']} (ROUGE-L {hf32['rougeL']:.3f} → {hq['rougeL']:.3f}: keep fp32 or "
+                        "try weight-only int8)")
     lines.append(f"Recommendation: {verdict}.")
     lines.append(_cite(tables, ["quantize", "quantize_hf"] if hf else "quantize", _runs([*gpt, *hf])))
     return lines, verdict

@@ -243,3 +243,13 @@ def test_hf_cache_equality_on_a_tiny_llama():
     assert row["max_abs_diff"] <= 1e-5, row
     assert row["ok"]
     assert row["n_steps"] == 24
+
+
+def test_forced_cells_run_on_top_of_the_budget():
+    costs = bc.Costs(a=0.0, c=0.0, step={1: 1.0})  # a cached cell of n tokens costs n - 1 s; a no-cache one 0 s
+    cfg = bc.CacheBenchConfig(budget_s=20.0, force_cells=([1, 100, True],))
+    cells = [(1, 100, 100, True), (1, 10, 10, True), (1, 30, 30, True)]
+    plan = bc.plan(cells, costs, cfg)
+    assert plan[(1, 100, True)] == (99.0, "")  # forced, though alone it is 5x the budget
+    assert plan[(1, 10, True)][1] == ""  # 9 s fits the 20 s budget: the forced 99 s do not count against it
+    assert "budget_s=20" in plan[(1, 30, True)][1]  # 9 + 29 would not

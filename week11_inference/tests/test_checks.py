@@ -511,3 +511,9 @@ def test_within_time_fails_over_the_budget():
     c = checks.within_time(2500.0, 1800.0)
     assert c.status == FAIL
     assert c.measured == "2,500 s"
+
+
+def test_within_time_counts_the_recorded_time_of_reused_runs():
+    c = checks.within_time(60.0, 1800.0, reused_s=1790.0)  # a quick rerun of an over-budget week still fails
+    assert c.status == FAIL
+    assert c.measured == "1,850 s (this run 60 s + 1,790 s recorded by the reused runs)"

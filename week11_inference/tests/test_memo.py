@@ -164,7 +164,7 @@ def test_cache_section_speedup_follows_the_rows():
 def test_attention_section_quotes_the_choice_and_the_skipped_backends():
     body = section(render(), memo.SECTIONS[1])
     assert f"Default: **math** — {ATTN_REASON.removeprefix('math: ')}" in body
-    assert "Not measured here: efficient (No available kernel)." in body
+    assert "Not runnable here: efficient (No available kernel: efficient attention needs CUDA)." in body
     assert "The `flash-attn` package: not installed (no CUDA)." in body
     assert "| attention | math |" in render()
 
@@ -243,7 +243,7 @@ def test_quantisation_verdict_flips_with_the_perplexity_and_rouge():
     data["quantize_hf"][1]["rougeL"] = 0.2
     body = section(render(data), memo.SECTIONS[4])
     assert "×1.2000" in body
-    assert "Recommendation: fp32 (int8 costs too much perplexity); not for the SmolLM2 models" in body
+    assert "Recommendation: fp32 (int8 costs too much perplexity); not for smollm2-sft (ROUGE-L" in body
 
 
 def test_export_section_quotes_the_rows():
