@@ -37,13 +37,12 @@ from the previous T (attention is O(T²)), would exceed ``max_cell_s``.
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -287,18 +286,6 @@ def choose_default(rows: Sequence[dict[str, Any]], dtype: str | None = None) -> 
     return best, reason
 
 
-def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """The rows as CSV, columns :data:`FIELDS` (then any extra keys), one row per cell, SKIP rows included."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cols = list(FIELDS) + sorted({k for r in rows for k in r} - set(FIELDS))
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
-    return path
-
-
 def plot(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Time vs T per backend (log-log) and peak memory vs T, one line style per dtype; SKIP cells leave gaps."""
     import matplotlib
@@ -332,8 +319,3 @@ def plot(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
-
-def config_dict(cfg: AttentionBenchConfig) -> dict[str, Any]:
-    """The config as a plain dict (for the run's records)."""
-    return asdict(cfg)

@@ -32,7 +32,6 @@ of ``2 · n_layer · B · T · n_embd · bytes``).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import statistics
 import time
@@ -428,18 +427,6 @@ def speedup(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append({"model": model, "batch": b, "new_tokens": n, "cache_s": r["total_s"], "no_cache_s": slow,
                     "speedup": slow / r["total_s"], "measured": measured, "tokens_equal": r["tokens_equal"]})
     return out
-
-
-def write_csv(rows: Sequence[dict[str, Any]], path: str | Path, fields: Sequence[str] = FIELDS) -> Path:
-    """The rows as CSV: ``fields`` first, then any other keys; skipped cells included with their reason."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cols = [f for f in fields if any(f in r for r in rows)] + sorted({k for r in rows for k in r} - set(fields))
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols or list(fields))
-        w.writeheader()
-        w.writerows(rows)
-    return path
 
 
 def plot(rows: Sequence[dict[str, Any]], path: str | Path,

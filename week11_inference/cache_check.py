@@ -20,16 +20,13 @@ against 1e-5.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from shared.models.decode import SamplingConfig, left_pad, stream
-from shared.paths import models_root
 
 FP32_TOL = 1e-5
-DEFAULT_GPT = Path("week10") / "lm-fsdp2"  # under models_root(): the week-10 FSDP2-trained GPT (GPT-2 export)
 
 
 def _gap(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
@@ -128,17 +125,3 @@ def random_prompts(lengths: Sequence[int], vocab: int, seed: int = 0, low: int =
     """Seeded random token lists of the given lengths (ids in [low, vocab))."""
     g = torch.Generator().manual_seed(seed)
     return [torch.randint(low, vocab, (n,), generator=g).tolist() for n in lengths]
-
-
-def check_project_gpt(path: str | Path | None = None, new_tokens: int = 64, lengths: Sequence[int] = (5, 17, 11),
-                      seed: int = 0) -> list[dict[str, Any]]:
-    """:func:`cache_equality` on an exported GPT (default ``models/week10/lm-fsdp2``, loaded with
-    :func:`shared.models.hf.load_hf`) for both attention backends, a left-padded batch of random prompts; the new
-    tokens are cut to fit the model's block_size."""
-    from shared.models.hf import load_hf
-
-    path = Path(path) if path is not None else models_root() / DEFAULT_GPT
-    model = load_hf(path)
-    n = min(new_tokens, model.cfg.block_size - max(lengths))
-    prompts = random_prompts(lengths, model.cfg.vocab_size, seed)
-    return [cache_equality(model, prompts, n, attn_backend=b, name=path.name) for b in ("manual", "torch")]

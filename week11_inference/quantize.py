@@ -29,7 +29,6 @@ What a reader should know:
 from __future__ import annotations
 
 import io
-import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -377,11 +376,3 @@ def lm_val_tokens(corpus: Any, tokenizer: Any) -> np.ndarray:
 
     stream, _ = pack_documents(load_corpus(corpus).val, tokenizer)
     return stream
-
-
-def ppl_ratio(rows: Sequence[dict[str, Any]]) -> float:
-    """int8 perplexity / fp32 perplexity of a :func:`compare_gpt` pair (nan without perplexities)."""
-    by = {r["variant"]: r for r in rows}
-    if "ppl" not in by.get("fp32", {}) or "ppl" not in by.get("int8", {}):
-        return math.nan
-    return by["int8"]["ppl"] / by["fp32"]["ppl"]

@@ -5,8 +5,6 @@ choose_default on hand-made rows, cache = no cache on the debug GPT with a left-
 
 from __future__ import annotations
 
-import csv
-
 import pytest
 import torch
 
@@ -115,22 +113,18 @@ def test_the_hf_path_rows_equal_tokens_and_measure_past_key_values():
     assert [m["seq_len"] for m in mem if m["model"] == "tiny-llama"] == [9]
 
 
-def test_csv_and_plot_are_written(tmp_path):
+def test_rows_carry_every_field_and_the_plots_are_written(tmp_path):
     cfg = bc.CacheBenchConfig(**{**TINY, "batches": (1,)}, max_cell_s=1e9, budget_s=1e9)
     model = bc.build_gpt(cfg)
     rows = bc.bench_gpt(model, cfg)
     mem = bc.cache_memory_rows(model, (1,), (16, 32))
-    path = bc.write_csv(rows, tmp_path / "cache.csv")
-    with path.open() as f:
-        read = list(csv.DictReader(f))
-    assert len(read) == len(rows)
-    assert list(read[0])[: len(bc.FIELDS)] == list(bc.FIELDS)
-    assert bc.write_csv(mem, tmp_path / "mem.csv", bc.MEMORY_FIELDS).stat().st_size > 0
+    assert all(set(bc.FIELDS) <= set(r) for r in rows)
+    assert all(set(bc.MEMORY_FIELDS) <= set(m) for m in mem)
     assert bc.plot(rows, tmp_path / "cache.png", mem).stat().st_size > 1000
 
     att = ba.bench_attention(ba.AttentionBenchConfig(seq_lens=(16, 32), n_head=2, head_dim=8, repeats=1,
                                                      dtypes=("float32",)))
-    assert ba.write_csv(att, tmp_path / "att.csv").stat().st_size > 0
+    assert all(set(ba.FIELDS) <= set(r) for r in att)
     assert ba.plot(att, tmp_path / "att.png").stat().st_size > 1000
 
 
