@@ -82,7 +82,11 @@ def count_checks(checks: list[Check]) -> str:
 
 
 def _md_table(df: pd.DataFrame) -> str:
-    return df.to_markdown(index=False, floatfmt="g")
+    """``df`` as a GitHub Markdown table; a ``|`` inside a cell or a header (``|Δ|``) is escaped as ``\\|``,
+    else it would end the cell and shift the row."""
+    esc = {c: str(c).replace("|", "\\|") for c in df.columns}
+    body = df.rename(columns=esc).map(lambda v: v.replace("|", "\\|") if isinstance(v, str) else v)
+    return body.to_markdown(index=False, floatfmt="g")
 
 
 class WeeklyLog:

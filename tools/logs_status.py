@@ -12,7 +12,8 @@ The rule (what counts as a code change for week NN's log): a commit that changed
 
 - under the week's package ``weekNN_*/`` or under ``shared/``, whose name ends in ``.py``, ``.yaml`` or ``.yml``
   (code and configs), and that is not inside a ``tests/`` folder (tests do not change what a week computes); or
-- under ``requirements/`` (the pinned versions: another torch can change every number).
+- under ``requirements/`` (the pinned versions: another torch can change every number), except
+  ``requirements/docs.txt``: the docs-site toolchain (MkDocs), which no week imports.
 
 Not counted: docs and READMEs (``*.md``), tests and their expected files, other weeks, ``pyproject.toml`` (its
 dependency list is unpinned; it changes for markers, lint rules and each new week, not for what a week computes),
@@ -42,6 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 LOGS = Path("docs/weekly-logs")
 CODE_SUFFIXES = (".py", ".yaml", ".yml")
 ALWAYS_COUNTED = ("requirements/",)
+NEVER_COUNTED = ("requirements/docs.txt",)  # the docs site's toolchain: builds pages, computes no week's numbers
 README_BEGIN, README_END = "<!-- logs-status:begin -->", "<!-- logs-status:end -->"
 
 
@@ -119,6 +121,8 @@ def week_packages(repo: Path) -> dict[str, str]:
 
 def is_code_change(path: str, week_pkg: str) -> bool:
     """Whether a changed file counts against week ``week_pkg``'s logs (the rule in the module docstring)."""
+    if path in NEVER_COUNTED:
+        return False
     if path.startswith(ALWAYS_COUNTED):
         return True
     if not path.startswith((f"{week_pkg}/", "shared/")):

@@ -122,8 +122,13 @@ def train_sentencepiece(documents: Iterable[str], vocab_size: int, max_sentences
             pad_id=SPECIALS["pad"], shuffle_input_sentence=False, num_threads=2, minloglevel=2,
         )
     except RuntimeError as e:
-        limit = re.search(r"<= (\d+)", str(e))  # "Vocabulary size too high (N). Please set it to a value <= M."
-        fix = f"set data.vocab_size to {limit.group(1)} or less" if limit else "set a smaller data.vocab_size"
+        high = re.search(r"<= (\d+)", str(e))  # "Vocabulary size too high (N). Please set it to a value <= M."
+        low = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(e))  # the text's characters + bytes
+        if low:
+            raise TokenizerError(f"data.vocab_size={vocab_size} is too small for this text: its characters, the 256 "
+                                 f"byte-fallback pieces and the specials need {low.group(1)} ids; set "
+                                 f"data.vocab_size to {low.group(1)} or more") from e
+        fix = f"set data.vocab_size to {high.group(1)} or less" if high else "set a smaller data.vocab_size"
         raise TokenizerError(f"sentencepiece could not train a BPE with data.vocab_size={vocab_size} ({e}): the "
                              f"training text is too small for it; {fix}, or train on more text") from e
     return SentencePieceTokenizer(model.getvalue())

@@ -116,3 +116,13 @@ def test_finish_writes_the_log_and_returns_the_exit_code(tmp_path, capsys):
     assert log.finish(2.0) == 1
     assert log_dir("week99", "smoke").parts[-3:] == ("week99", "smoke", "log")  # CI never writes into docs/
     assert log_dir("week99", "cpu") != log_dir("week99", "smoke")
+
+
+def test_a_pipe_in_a_cell_or_header_is_escaped_not_a_new_column(tmp_path):
+    log = WeeklyLog("week99", "pipes", tmp_path)
+    log.table(pd.DataFrame({"|Δ| (max)": ["a |b| c", "d"], "n": [1, 2]}), "pipes")
+    rows = [line for line in log.render().splitlines() if line.startswith("|")]
+    # every row of the table has the header's cell count: 2 columns -> 3 unescaped pipes
+    counts = {len([i for i, ch in enumerate(r) if ch == "|" and (i == 0 or r[i - 1] != "\\")]) for r in rows}
+    assert counts == {3}
+    assert "a \\|b\\| c" in log.render()

@@ -47,3 +47,6 @@ def test_save_load_and_bad_files(tok, tmp_path):
     # sentencepiece's own "Vocabulary size too high" is wrapped: it names the config key and the size that fits
     with pytest.raises(TokenizerError, match=r"data.vocab_size=400 (.|\n)*set data.vocab_size to \d+ or less"):
         train_sentencepiece(["abc def ghi"] * 3, vocab_size=400)
+    # ... and "smaller than required_chars" (characters + 256 byte pieces + specials) asks for a larger one
+    with pytest.raises(TokenizerError, match=r"data.vocab_size=262 is too small (.|\n)*set data.vocab_size to 2\d\d or more"):
+        train_sentencepiece(["hello world é ✓ 日本語 the quick brown fox"] * 50, vocab_size=262)

@@ -83,6 +83,7 @@ def test_the_rule_counts_code_configs_and_pins_not_tests_or_docs():
     assert is_code_change("week01_a/configs/base.yaml", "week01_a")
     assert is_code_change("shared/train/loop.py", "week01_a")
     assert is_code_change("requirements/constraints.txt", "week01_a")
+    assert not is_code_change("requirements/docs.txt", "week01_a")  # the docs site's toolchain only
     assert not is_code_change("week01_a/tests/test_x.py", "week01_a")
     assert not is_code_change("shared/tests/expected/loss.json", "week01_a")
     assert not is_code_change("shared/README.md", "week01_a")
