@@ -13,7 +13,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: chat serve-env serve help install test test-slow lint data models clean-runs record-expected logs logs-status gpu-refs-prepare gpu-refs
+.PHONY: flagship docs drill qa chat serve-env serve help install test test-slow lint data models clean-runs record-expected logs logs-status gpu-refs-prepare gpu-refs
 .DEFAULT_GOAL := help
 
 help:
@@ -30,13 +30,18 @@ help:
 	@echo "make record-expected                                           re-record the debug run's loss curve (after a deliberate change)"
 	@echo "make logs                                                      regenerate every CPU weekly log, weeks in order (PROFILE=cpu)"
 	@echo "make logs-status                                               which committed logs are older than their code (exit 1: a stale CPU log)"
+	@echo "make flagship [PROFILE=smoke|cpu|gpu]                          pre-train -> SFT -> LoRA -> DPO -> serve, one GPT, harness row per stage"
+	@echo "make docs                                                      the docs site (MkDocs, --strict) into site/"
+	@echo "make drill [DRILL_PROFILE=cpu|smoke]                           clone, follow REPRODUCE.md literally, time it -> docs/reproduction-log.md"
+	@echo "make qa                                                        docs/qa.md: every citation resolves"
 	@echo "make gpu-refs-prepare                                          data parts + wheels for a lent GPU; prints the device calls"
 	@echo "make gpu-refs                                                  on that GPU: every week's GPU profile -> reference logs (tools/gpu_refs.py)"
 
-$(STAMP): pyproject.toml requirements/constraints.txt
+$(STAMP): pyproject.toml requirements/constraints.txt requirements/docs.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is required, found " + sys.version)'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -c requirements/constraints.txt -e ".[dev,hf,infer]"
+	$(PY) -m pip install --disable-pip-version-check -q -c requirements/constraints.txt -e ".[dev,hf,infer]" \
+	  -r requirements/docs.txt
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -117,6 +122,23 @@ serve: $(STAMP)
 UPSTREAM ?=
 chat: $(STAMP)
 	$(PY) -m week11_inference.chat $(if $(MODEL),--model $(MODEL)) $(if $(UPSTREAM),--upstream $(UPSTREAM)) $(ARGS)
+
+# Week 12: the flagship pipeline (week12_portfolio/flagship.py), the docs site, the cold-start drill, the Q&A check.
+flagship: $(STAMP)
+	$(PY) -m week12_portfolio.flagship --profile $(PROFILE) $(ARGS)
+
+docs: $(STAMP)
+	$(PY) -m week12_portfolio.site --out site
+
+# The cpu drill installs a fresh .venv in its clone (as REPRODUCE.md says); the smoke drill (CI) reuses .venv's
+# packages through a .pth file without changing them.
+DRILL_PROFILE ?= cpu
+DRILL_ARGS ?= $(if $(filter smoke,$(DRILL_PROFILE)),--venv $(VENV))
+drill: $(STAMP)
+	$(PY) -m week12_portfolio.drill --profile $(DRILL_PROFILE) $(DRILL_ARGS)
+
+qa: $(STAMP)
+	$(PY) -m week12_portfolio.qa
 
 clean-runs:
 	rm -rf runs/
