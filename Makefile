@@ -135,7 +135,7 @@ docs: $(STAMP)
 DRILL_PROFILE ?= cpu
 DRILL_ARGS ?= $(if $(filter smoke,$(DRILL_PROFILE)),--venv $(VENV))
 drill: $(STAMP)
-	$(PY) -m week12_portfolio.drill --profile $(DRILL_PROFILE) $(DRILL_ARGS)
+	$(PY) -m week12_portfolio.drill --profile $(DRILL_PROFILE) --json docs/reproduction-log.json $(DRILL_ARGS)
 
 qa: $(STAMP)
 	$(PY) -m week12_portfolio.qa

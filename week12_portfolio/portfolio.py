@@ -178,8 +178,9 @@ def drill_stage(cfg: Week12Config, res: WeekResults, out_dir: Path) -> None:
     steps = data["steps"]
     failed = [s["command"] for s in steps if s.get("returncode") != 0]
     res.drill = {"ran": True, "steps": len(steps), "failed": failed + list(data.get("not_run", []))[:1],
-                 "seconds": data["seconds"], "issues": data.get("issues", []), "source": cfg.drill.log
-                 if not cfg.drill.run else f"this run ({cfg.drill.profile})"}
+                 "seconds": data["seconds"], "issues": data.get("issues", []),
+                 "source": f"{cfg.drill.log}, the {data.get('profile', '?')} drill" if not cfg.drill.run
+                 else f"this run, the {cfg.drill.profile} drill"}
 
 
 def logs_stage(res: WeekResults) -> None:
