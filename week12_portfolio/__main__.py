@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     profile, overrides = resolve_profile(args.profile), args.overrides
     cfg = config.load(profile, overrides)
     from shared.report import log_dir
+    from shared.repro import environment
+
+    env = environment()  # before the stages: the week writes RESULTS.md, TALK.md and docs/results/ itself
     from week12_portfolio.flagship_config import load_flagship
 
     out_dir = log_dir("week12", profile) / "week12"
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             portfolio.timed(res, name, fn)
     from week12_portfolio.report import write_log
 
-    return write_log(cfg, profile, overrides, res, t0)
+    return write_log(cfg, profile, overrides, res, t0, env)
 
 
 if __name__ == "__main__":

@@ -83,17 +83,18 @@ def build_checks(cfg: Week12Config, res: WeekResults, week_seconds: float) -> li
     return out
 
 
-def write_log(cfg: Week12Config, profile: str, overrides: list[str], res: WeekResults, t0: float) -> int:
-    """Write the week's log; returns the week's exit code (0 = no check failed)."""
+def write_log(cfg: Week12Config, profile: str, overrides: list[str], res: WeekResults, t0: float,
+              env: dict[str, Any]) -> int:
+    """Write the week's log (``env``: :func:`shared.repro.environment` taken before the stages wrote anything);
+    returns the week's exit code (0 = no check failed)."""
     from shared.cli import command_line
     from shared.report import WeeklyLog, log_dir
-    from shared.repro import environment
 
     log = WeeklyLog("week12", TITLE, log_dir("week12", profile))
     total = time.perf_counter() - t0
     f = res.flagship
     training = sum(s.get("seconds", 0.0) for s in f.get("stages", []) if not s.get("reused"))
-    log.header(environment(), profile, command_line("week12_portfolio", profile, overrides), {
+    log.header(env, profile, command_line("week12_portfolio", profile, overrides), {
         "wall clock (s)": f"{total:.1f}", "flagship training in this run (s)": f"{training:.1f}",
         "written": ", ".join(res.written) or "nothing in the repository"})
     for c in build_checks(cfg, res, total - training):
