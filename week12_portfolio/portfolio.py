@@ -53,7 +53,9 @@ def flagship_stage(cfg: Week12Config, fcfg: FlagshipConfig, profile: str, res: W
     from week12_portfolio import flagship
 
     summary = flagship.read_summary(profile)
+    ran_here = False
     if summary is None or (cfg.flagship.run and profile == "smoke"):
+        ran_here = cfg.flagship.run
         summary = flagship.run_flagship(fcfg, profile) if cfg.flagship.run else None
     if summary is None:
         res.flagship = {"missing": f"no {flagship.summary_path(profile)}: run `make flagship PROFILE={profile}`"}
@@ -70,7 +72,9 @@ def flagship_stage(cfg: Week12Config, fcfg: FlagshipConfig, profile: str, res: W
     res.flagship = {"stages": [asdict(s) for s in summary.stages], "starts": starts, "recorded": recorded.harness
                     if recorded else None, "rerun": rerun, "rerun_stage": stage, "fresh_seconds": summary.fresh_seconds,
                     "budget_s": fcfg.budget_s, "eval_items": summary.eval_items, "eval_sha256": summary.eval_sha256,
-                    "reused": sum(s.reused for s in summary.stages)}
+                    "reused": sum(s.reused for s in summary.stages),
+                    # the pipeline's training time spent in this process (the week's own budget leaves it out)
+                    "trained_here": sum(s.seconds for s in summary.stages if not s.reused) if ran_here else 0.0}
 
 
 def results_stage(cfg: Week12Config, res: WeekResults, out_dir: Path) -> None:

@@ -93,7 +93,7 @@ def write_log(cfg: Week12Config, profile: str, overrides: list[str], res: WeekRe
     log = WeeklyLog("week12", TITLE, log_dir("week12", profile))
     total = time.perf_counter() - t0
     f = res.flagship
-    training = sum(s.get("seconds", 0.0) for s in f.get("stages", []) if not s.get("reused"))
+    training = f.get("trained_here", 0.0)
     log.header(env, profile, command_line("week12_portfolio", profile, overrides), {
         "wall clock (s)": f"{total:.1f}", "flagship training in this run (s)": f"{training:.1f}",
         "written": ", ".join(res.written) or "nothing in the repository"})
