@@ -31,9 +31,18 @@ def roots(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def first(roots):
+def pipeline(roots):
     cfg = load_flagship("smoke", TINY)
     return cfg, flagship.run_flagship(cfg, "smoke")
+
+
+@pytest.fixture
+def first(pipeline, roots, monkeypatch):
+    """The module's pipeline, with this test's output roots pointed at it (the suite's autouse fixture gives each
+    test its own)."""
+    monkeypatch.setenv("AIFS_RUNS_ROOT", str(roots / "runs"))
+    monkeypatch.setenv("AIFS_MODELS_ROOT", str(roots / "models"))
+    return pipeline
 
 
 @pytest.mark.slow
