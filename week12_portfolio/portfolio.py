@@ -62,8 +62,7 @@ def flagship_stage(cfg: Week12Config, fcfg: FlagshipConfig, profile: str, res: W
         return
     starts = {}
     for s in summary.stages:
-        meta_file = REPO_ROOT.parent / s.export / "aifs_export.json"
-        meta_file = meta_file if meta_file.is_file() else flagship.export_dir(profile, s.stage) / "aifs_export.json"
+        meta_file = flagship.export_dir(profile, s.stage) / "aifs_export.json"
         if s.stage != "serve" and meta_file.is_file():
             starts[s.stage] = json.loads(meta_file.read_text())["meta"].get("start_sha256", "")
     stage = cfg.flagship.rerun_stage
