@@ -197,15 +197,24 @@ def logs_stage(res: WeekResults) -> None:
 
 
 def changelog_stage(res: WeekResults) -> None:
-    """CHANGELOG.md's versions (``## vX.Y — week N: …``), the log commit each names, and whether its tag exists."""
+    """CHANGELOG.md's versions (``## vX.Y — week N: …``), whether each one's tag exists and whether the tagged commit
+    holds that week's CPU log (``docs/weekly-logs/weekNN.md``, NN from the version's place in :data:`VERSIONS`)."""
     text = (REPO_ROOT / "CHANGELOG.md").read_text()
     versions = []
     for m in re.finditer(r"^## (v\d+\.\d+) — (.*)$", text, re.M):
-        tag = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{m.group(1)}^{{commit}}"], cwd=REPO_ROOT,
-                             capture_output=True, text=True, check=False)
-        versions.append({"version": m.group(1), "title": m.group(2).strip(), "tagged": tag.returncode == 0,
-                         "commit": tag.stdout.strip()[:12]})
-    res.changelog = {"versions": versions, "expected": list(VERSIONS)}
+        version = m.group(1)
+        tag = _git("rev-parse", "--verify", "--quiet", f"{version}^{{commit}}")
+        has_log = False
+        if tag.returncode == 0 and version in VERSIONS:
+            log = f"docs/weekly-logs/week{VERSIONS.index(version) + 1:02d}.md"
+            has_log = _git("cat-file", "-e", f"{tag.stdout.strip()}:{log}").returncode == 0
+        versions.append({"version": version, "title": m.group(2).strip(), "tagged": tag.returncode == 0,
+                         "commit": tag.stdout.strip()[:12], "has_log": has_log})
+    res.changelog = {"versions": versions, "expected": list(VERSIONS), "own": VERSIONS[-1]}
+
+
+def _git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
 
 
 def timed(res: WeekResults, name: str, fn: Any, *args: Any) -> None:

@@ -75,7 +75,8 @@ def build_checks(cfg: Week12Config, res: WeekResults, week_seconds: float) -> li
     else:
         out.append(Check.skip("every weekly log is fresh (make logs-status)", _not_run(cfg, "logs"), "0 stale CPU logs"))
     if res.changelog:
-        out.append(checks.changelog_tagged(res.changelog["versions"], res.changelog["expected"]))
+        out.append(checks.changelog_tagged(res.changelog["versions"], res.changelog["expected"],
+                                              res.changelog.get("own")))
     else:
         out.append(Check.skip("CHANGELOG v0.1 … v1.2, each version tagged", _not_run(cfg, "changelog"),
                               "each version with a log commit and a git tag"))

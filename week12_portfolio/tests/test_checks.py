@@ -85,7 +85,12 @@ def test_site_logs_changelog():
     assert checks.logs_fresh(["week03"], 11).failed
     assert checks.logs_fresh([], 0).failed
     expected = ["v0.1", "v0.2"]
-    tagged = [{"version": "v0.1", "tagged": True}, {"version": "v0.2", "tagged": True}]
+    tagged = [{"version": "v0.1", "tagged": True, "has_log": True}, {"version": "v0.2", "tagged": True, "has_log": True}]
     assert checks.changelog_tagged(tagged, expected).passed
     assert checks.changelog_tagged(tagged[:1], expected).failed
     assert checks.changelog_tagged([tagged[0], {"version": "v0.2", "tagged": False}], expected).failed
+    # a tag on a commit that does not hold the week's log is not that week's release
+    assert checks.changelog_tagged([tagged[0], {"version": "v0.2", "tagged": True, "has_log": False}], expected).failed
+    # the running week's own version is tagged after its log is written: listed is enough, missing is not
+    assert checks.changelog_tagged([tagged[0], {"version": "v0.2", "tagged": False}], expected, own="v0.2").passed
+    assert checks.changelog_tagged(tagged[:1], expected, own="v0.2").failed
