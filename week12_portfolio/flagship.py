@@ -346,6 +346,8 @@ def run_flagship(cfg: FlagshipConfig, profile: str, stages: tuple[str, ...] = ST
         ConfigError, DatasetError, EvalSetError, RunLockedError: bad config, data or eval set; see the recipes.
     """
     t0 = time.perf_counter()
+    if stages and stages[0] != STAGES[0]:
+        _start(profile, stages[0])  # fail before loading data and the eval set when the first stage cannot start
     items, eval_sha = flagship_data.eval_items(cfg)
     sft_split = flagship_data.instruction_split(cfg.sft.sources, cfg.sft.val_examples, cfg.seed, cfg.sft.limit)
     lora_split = flagship_data.instruction_split(cfg.lora.sources, cfg.lora.val_examples, cfg.seed)

@@ -111,6 +111,7 @@ def test_display_drops_only_a_real_comment():
     assert drill.display("echo a#b") == "echo a#b"
 
 
+@pytest.mark.usefixtures("whole_repository")
 def test_the_repository_reproduce_marks_both_profiles():
     text = (Path(__file__).resolve().parents[2] / "REPRODUCE.md").read_text()
     smoke = [(s, drill.display(c)) for s, c in drill.drill_commands(text, "smoke")]

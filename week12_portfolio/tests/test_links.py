@@ -137,6 +137,7 @@ def test_the_fixtures_are_not_walked_in_the_repository():
     assert not [f for f in RepoIndex(REPO).markdown if "tests/fixtures/" in f]
 
 
+@pytest.mark.usefixtures("whole_repository")
 def test_the_repository_has_no_broken_links():
     broken = check_links(REPO)
     assert broken == [], "broken links:\n" + "\n".join(map(str, broken))

@@ -14,6 +14,7 @@ REAL = qa.REPO_ROOT / "docs" / "qa.md"
 TWO = qa.Rules(expected=2, weeks=(1,), min_per_week=1)
 
 
+@pytest.mark.usefixtures("whole_repository")
 def test_the_real_qa_resolves_with_no_problems():
     report = qa.check(REAL)
     assert report.problems == [], "\n".join(map(str, report.problems))
@@ -162,6 +163,7 @@ def test_heading_slugs_follow_github_and_python_markdown():
     assert qa.github_slug("2-3. `Softmax` regression: [loop](x.md)") == "2-3-softmax-regression-loop"
 
 
+@pytest.mark.usefixtures("whole_repository")
 def test_the_command_line_prints_counts_and_problems_and_sets_the_exit_code(capsys):
     assert qa.main([str(REAL)]) == 0
     out = capsys.readouterr().out

@@ -175,6 +175,7 @@ def test_find_log_page_needs_a_log_with_an_image(tmp_path):
 
 
 @needs_mkdocs
+@pytest.mark.usefixtures("whole_repository")
 def test_the_real_repository_builds_strict(tmp_path):
     plan = plan_site(REPO)
     built = build_site(REPO, tmp_path / "site", staging=tmp_path / "stage")
