@@ -317,16 +317,15 @@ def _log_line(week: str, root: Path, out_dir: Path) -> str:
     parts = []
     for what, md in (("CPU log", root / LOGS / f"week{week}.md"),
                      ("GPU reference log", root / LOGS / "gpu" / f"week{week}.md")):
-        if md.is_file() and week == "12":  # week 12's log is written after RESULTS.md: its header would lag a run
-            parts.append(f"{what}: {_link(md, out_dir, md.relative_to(root).as_posix())}")
-        elif md.is_file():
+        if not md.is_file():
+            parts.append(f"{what}: none committed")
+            continue
+        facts = ""
+        if week != "12":  # week 12's log is written after RESULTS.md: its header would lag a run
             head = _LogSide(md, md.with_suffix(""), "").header()
             facts = ", ".join(f"{k} `{head[k]}`" if k == "git commit" else head[k]
                               for k in ("git commit", "hardware") if head.get(k))
-            parts.append(f"{what}: {_link(md, out_dir, md.relative_to(root).as_posix())}" + (f" ({facts})" if facts
-                                                                                            else ""))
-        else:
-            parts.append(f"{what}: none committed")
+        parts.append(f"{what}: {_link(md, out_dir, md.relative_to(root).as_posix())}" + (f" ({facts})" if facts else ""))
     return "; ".join(parts) + "."
 
 
