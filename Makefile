@@ -13,7 +13,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: flagship docs drill qa chat serve-env serve help install test test-slow lint data models clean-runs record-expected logs logs-status gpu-refs-prepare gpu-refs
+.PHONY: flagship docs drill qa chat serve-env serve help install test test-slow lint data models clean-runs record-expected logs logs-status changelog gpu-refs-prepare gpu-refs
 .DEFAULT_GOAL := help
 
 help:
@@ -30,6 +30,7 @@ help:
 	@echo "make record-expected                                           re-record the debug run's loss curve (after a deliberate change)"
 	@echo "make logs                                                      regenerate every CPU weekly log, weeks in order (PROFILE=cpu)"
 	@echo "make logs-status                                               which committed logs are older than their code (exit 1: a stale CPU log)"
+	@echo "make changelog                                                 CHANGELOG.md's CPU-log bullets from the committed logs; tag each version there"
 	@echo "make flagship [PROFILE=smoke|cpu|gpu]                          pre-train -> SFT -> LoRA -> DPO -> serve, one GPT, harness row per stage"
 	@echo "make docs                                                      the docs site (MkDocs, --strict) into site/"
 	@echo "make drill [DRILL_PROFILE=cpu|smoke]                           clone, follow REPRODUCE.md literally, time it -> docs/reproduction-log.md"
@@ -160,6 +161,10 @@ logs: $(STAMP)
 # Committed logs vs the code they depend on (rule: tools/logs_status.py); exit 1 when a CPU log is stale or missing.
 logs-status:
 	$(PYTHON) tools/logs_status.py
+
+# CHANGELOG.md's "- CPU log:" bullets quote each week's committed log; each version is tagged on the commit holding it.
+changelog:
+	$(PYTHON) -m tools.changelog --write --tag
 
 # GPU reference logs (tools/gpu_refs.py). Here: data parts (.devdataN/) and wheels (.whl/), and the device calls to
 # make. On the lent GPU (its python3, no venv, no internet): joins, verifies, runs weeks 1-5, logs to $OUT.

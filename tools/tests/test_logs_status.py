@@ -1,27 +1,13 @@
 """tools/logs_status.py on a temporary git repository with fake weeks and fake logs."""
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tools import logs_status
 from tools.logs_status import collect, is_code_change, main, parse_header, render_markdown, replace_block
-
-
-def _git(repo: Path, *args: str) -> str:
-    cmd = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false",
-           *args]
-    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
-
-
-def _commit(repo: Path, files: dict[str, str], msg: str = "change") -> str:
-    for rel, text in files.items():
-        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-        (repo / rel).write_text(text)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", msg)
-    return _git(repo, "rev-parse", "HEAD")
+from tools.tests.gitrepo import commit as _commit
+from tools.tests.gitrepo import git as _git
 
 
 def _log(commit: str, profile: str = "cpu", hardware: str = "CPU (2 cores)", dirty: bool = False) -> str:
