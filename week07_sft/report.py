@@ -34,7 +34,8 @@ def trl_checks(cfg: Week07Config, res: WeekResults) -> list[Check]:
                 ("SFT loss equals TRL's on a fixed batch", "trained like TRL, eval loss within 5%",
                  "SFT step not slower than TRL's by > 10%")]
     b, run, bench = res.trl["batch"], res.trl["run"], {r["impl"]: r for r in res.trl["bench"]}
-    return [checks.trl_loss_equal(b.same_ids, b.same_mask, b.abs_diff, cfg.trl.loss_atol, b.project_loss, b.trl_loss),
+    return [checks.trl_loss_equal(b.same_ids, b.same_mask, b.project_loss, b.trl_loss, b.exact_loss,
+                                  cfg.trl.loss_rtol),
             checks.trl_parity(res.runs["v1"].final_val_loss, run.evals[-1]["val_loss"], cfg.trl.parity_rel, run.steps),
             checks.speed_vs_trl(bench["ours"]["s_per_step"], bench["trl"]["s_per_step"], cfg.trl.speed_slack,
                                 cfg.check.judge_speed)]
@@ -203,7 +204,9 @@ def build_log(log: WeeklyLog, cfg: Week07Config, data: WeekData, res: WeekResult
         b, run = res.trl["batch"], res.trl["run"]
         log.section("TRL as the reference",
                     f"On one batch of {b.examples} examples ({b.tokens} response tokens): project "
-                    f"{b.project_loss:.7f} vs TRL {b.trl_loss:.7f} nats/token (|Δ| {b.abs_diff:.1e}). Trained "
+                    f"{b.project_loss:.7f} vs TRL {b.trl_loss:.7f} nats/token (|Δ| {b.abs_diff:.1e}); the exact "
+                    f"value (model and cross-entropy in fp64) is {b.exact_loss:.7f}: the project's fp32 loss is "
+                    f"{b.project_rel_err:+.1e} relative from it, TRL's {b.trl_rel_err:+.1e}. Trained "
                     f"alike for {run.steps} steps, TRL's model reaches val loss {run.evals[-1]['val_loss']:.4f} vs "
                     f"the project's {res.runs['v1'].final_val_loss:.4f}.")
         ours = {e["step"]: e["val_loss"] for e in res.runs["v1"].evals}

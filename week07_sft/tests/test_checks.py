@@ -91,9 +91,12 @@ def test_harness_checkpoints():
 
 
 def test_trl_checks():
-    assert checks.trl_loss_equal(True, True, 3e-7, 1e-5, 1.0, 1.0).status == PASS
-    assert checks.trl_loss_equal(True, True, 3e-4, 1e-5, 1.0, 1.0).status == FAIL
-    assert checks.trl_loss_equal(True, False, 0.0, 1e-5, 1.0, 1.0).status == FAIL
+    # week 7's batch: the project 6.5e-6 low, TRL 5e-8 low, 1.3e-5 apart (the old absolute 1e-5 failed it)
+    assert checks.trl_loss_equal(True, True, 1.9436245, 1.9436373, 1.9436374, 1e-5).status == PASS
+    assert checks.trl_loss_equal(True, True, 1.9426245, 1.9436373, 1.9436374, 1e-5).status == FAIL  # project 5e-4 off
+    assert checks.trl_loss_equal(True, True, 1.9436374, 1.9446373, 1.9436374, 1e-5).status == FAIL  # TRL 5e-4 off
+    assert checks.trl_loss_equal(True, False, 1.0, 1.0, 1.0, 1e-5).status == FAIL
+    assert checks.trl_loss_equal(False, True, 1.0, 1.0, 1.0, 1e-5).status == FAIL
     assert checks.trl_parity(2.0, 2.05, 0.05, 20).status == PASS
     assert checks.trl_parity(2.0, 2.2, 0.05, 20).status == FAIL
     assert checks.speed_vs_trl(10.5, 10.0, 0.10).status == PASS

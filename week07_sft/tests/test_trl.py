@@ -1,7 +1,9 @@
 """The hand-written SFT loss against TRL's SFTTrainer (completion-only loss) on one fixed batch of a tiny Llama:
-the same ids, the same masked positions, the same loss to 1e-5; and the matched SFTConfig."""
+the same ids, the same masked positions, both losses within 2e-5 (relative) of the exact fp64 value (where one token
+more in the mask is far away); and the matched SFTConfig."""
 
 import pytest
+import torch
 
 from shared.data.instruct import InstructionRecord, task_type
 from shared.models.tiny import write_tiny_llama
@@ -29,7 +31,26 @@ def test_project_loss_equals_trl_on_a_fixed_batch(base, template):
     assert cmp.examples == 4
     assert cmp.same_ids
     assert cmp.same_mask
-    assert cmp.abs_diff <= 1e-5, (cmp.project_loss, cmp.trl_loss)
+    assert abs(cmp.project_rel_err) <= 2e-5, (cmp.project_loss, cmp.exact_loss)
+    assert abs(cmp.trl_rel_err) <= 2e-5, (cmp.trl_loss, cmp.exact_loss)
+
+
+def test_the_fp64_bound_catches_a_one_token_difference_in_the_mask(base):
+    """The failing input of the check: masking one response token more moves the exact loss far past 2e-5."""
+    from shared.data.tokenizer import load_tokenizer
+    from shared.tasks.sft import collate, encode_records
+    from week07_sft.trl_ref import _hf_model, exact_loss
+
+    tok = load_tokenizer(base)
+    batch = collate(encode_records(RECORDS, tok, "alpaca", 256).examples[:4],
+                    tok.pad_id if tok.pad_id is not None else tok.eos_id)
+    model = _hf_model(base).double().eval()
+    labels = batch["labels"].clone()
+    row, col = (labels[:, 1:] != -100).nonzero()[0].tolist()
+    labels[row, col + 1] = -100
+    with torch.no_grad():
+        full, one_less = exact_loss(model, batch), exact_loss(model, {**batch, "labels": labels})
+    assert abs(one_less - full) / full > 1e-4
 
 
 def test_the_sft_config_carries_the_projects_hyper_parameters(tmp_path):
