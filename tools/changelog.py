@@ -101,7 +101,7 @@ def rewrite(changelog: str, items: list[Entry]) -> str:
     for e in items:
         sec = re.search(rf"^## {re.escape(e.version)} — .*?(?=^## |\Z)", changelog, re.M | re.S)
         if not sec:
-            raise SystemExit(f"CHANGELOG.md has no '## {e.version} — …' section for week {e.week}: add one "
+            raise SystemExit(f"error: CHANGELOG.md has no '## {e.version} — …' section for week {e.week}: add one "
                              "(what the week built), then run this again")
         body = sec.group(0)
         wrapped = textwrap.fill(e.bullet, WIDTH, subsequent_indent="  ", break_long_words=False,
@@ -119,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write", action="store_true", help="rewrite CHANGELOG.md's CPU-log bullets")
     p.add_argument("--tag", action="store_true", help="move each version's tag onto the commit holding its log")
     a = p.parse_args(argv)
-    items = entries(a.repo)
+    try:
+        items = entries(a.repo)
+    except ValueError as err:  # a log without the rows its bullet quotes
+        raise SystemExit(f"error: {err}") from None
     for e in items:
         print(f"{e.version}  {e.commit[:7]}  {e.bullet}")
     if a.write:

@@ -86,6 +86,12 @@ def test_rewrite_refuses_a_version_without_its_section(repo):
         rewrite(CHANGELOG.replace("## v0.2 — week 2: two", "## v9.9 — other"), entries(repo))
 
 
+def test_main_names_a_log_without_its_verdict(repo):
+    commit(repo, {"docs/weekly-logs/week03.md": "# Week 3\n\nno header, no verdict\n"}, "a broken log")
+    with pytest.raises(SystemExit, match="error: week03's log lacks git commit, command, wall clock"):
+        main(["--repo", str(repo)])
+
+
 def test_main_writes_and_tags_on_the_holding_commits(repo, capsys):
     assert main(["--repo", str(repo), "--write", "--tag"]) == 0
     assert "rewrote 2 bullets" in capsys.readouterr().out
