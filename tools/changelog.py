@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.logs_status import REPO_ROOT, parse_header
+from tools.logs_status import REPO_ROOT, git, parse_header
 
 WIDTH = 118  # the repository's Markdown line width
 
@@ -47,10 +46,6 @@ class Entry:
     version: str
     commit: str  # full sha of the latest commit that changed the log
     bullet: str  # one line, unwrapped
-
-
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
 
 
 def _cells(row: str) -> list[str]:
@@ -89,9 +84,9 @@ def entries(repo: Path, rev: str = "HEAD", weeks: range = range(1, 13)) -> list[
     out = []
     for w in weeks:
         path = f"docs/weekly-logs/week{w:02d}.md"
-        commit = _git(repo, "log", "-1", "--format=%H", rev, "--", path).strip()
+        commit = git(repo, "log", "-1", "--format=%H", rev, "--", path).strip()
         if commit:
-            out.append(Entry(w, version(w), commit, bullet(w, _git(repo, "show", f"{commit}:{path}"), commit)))
+            out.append(Entry(w, version(w), commit, bullet(w, git(repo, "show", f"{commit}:{path}"), commit)))
     return out
 
 
@@ -131,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rewrote {len(items)} bullets in {path}")
     if a.tag:
         for e in items:
-            _git(a.repo, "tag", "-f", e.version, e.commit)
+            git(a.repo, "tag", "-f", e.version, e.commit)
         print(f"tagged {len(items)} versions")
     return 0
 
